@@ -76,3 +76,17 @@ func ErrorMessage(err error) string {
 	}
 	return "internal error"
 }
+
+// ErrorMessageForCLI is what the command line prints for err: the message of
+// an *Error (including EINTERNAL ones, since the operator is the one reading),
+// or the error text itself.
+func ErrorMessageForCLI(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Code == EINTERNAL && e.Err != nil {
+			return e.Message + ": " + e.Err.Error()
+		}
+		return e.Message
+	}
+	return err.Error()
+}

@@ -84,11 +84,11 @@ const MessageMaxChars = 4000
 func SendSubject(roomID, userID int64) string {
 	return "chat.send." + itoa(roomID) + "." + itoa(userID)
 }
-func RoomSubject(roomID int64) string       { return "chat.room." + itoa(roomID) }
+func RoomSubject(roomID int64) string { return "chat.room." + itoa(roomID) }
 func UserSubject(userID int64, kind string) string {
 	return "chat.user." + itoa(userID) + "." + kind
 }
 func APISubject(userID int64, op string) string { return "chat.api." + itoa(userID) + "." + op }
-func UserInboxPrefix(userID int64) string      { return "_INBOX." + itoa(userID) }
+func UserInboxPrefix(userID int64) string       { return "_INBOX." + itoa(userID) }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
