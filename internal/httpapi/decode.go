@@ -1,0 +1,161 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/mulchat/mulchat"
+)
+
+// MaxBodyBytes bounds every request body; larger bodies get 413.
+const MaxBodyBytes = 64 << 10
+
+// decodeJSON reads one JSON object from the request body into dst. It rejects,
+// with coded 4xx errors: bodies over MaxBodyBytes, invalid UTF-8 (which
+// encoding/json would silently replace), NUL characters in strings, unknown
+// fields, wrong types, trailing data and an empty body.
+func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeBody(body, dst)
+}
+
+// readBody reads the whole body, at most MaxBodyBytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, mulchat.Errorf(mulchat.ETOOLARGE, "request body must be at most %d bytes", MaxBodyBytes)
+		}
+		return nil, mulchat.Errorf(mulchat.EINVALID, "could not read request body")
+	}
+	return body, nil
+}
+
+func decodeBody(body []byte, dst any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return mulchat.Errorf(mulchat.EINVALID, "request body must be a JSON object")
+	}
+	if !utf8.Valid(body) {
+		return mulchat.Errorf(mulchat.EINVALID, "request body must be valid UTF-8")
+	}
+	if hasEscapedNUL(body) {
+		return mulchat.Errorf(mulchat.EINVALID, "strings must not contain NUL characters")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return mulchat.Errorf(mulchat.EINVALID, "request body must hold exactly one JSON object")
+	}
+	return nil
+}
+
+// jsonError turns a decoding error into a client-safe EINVALID error.
+func jsonError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return mulchat.Errorf(mulchat.EINVALID, "malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		if typ.Field != "" {
+			return mulchat.Errorf(mulchat.EINVALID, "field %q must be of type %s", typ.Field, jsonTypeName(typ.Type.Kind().String()))
+		}
+		return mulchat.Errorf(mulchat.EINVALID, "request body must be a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return mulchat.Errorf(mulchat.EINVALID, "malformed JSON: unexpected end of input")
+	}
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return mulchat.Errorf(mulchat.EINVALID, "%s", fe.msg)
+	}
+	// Unknown fields: encoding/json's message names the field, which came from
+	// the client and is quoted; keep it, bounded.
+	msg := err.Error()
+	if len(msg) > 120 {
+		msg = msg[:120]
+	}
+	if bytes.HasPrefix([]byte(msg), []byte("json: unknown field ")) {
+		return mulchat.Errorf(mulchat.EINVALID, "unknown field %s", strconv.QuoteToASCII(msg[len("json: unknown field "):]))
+	}
+	return mulchat.Errorf(mulchat.EINVALID, "malformed JSON")
+}
+
+func jsonTypeName(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "struct", "map":
+		return "object"
+	case "slice", "array":
+		return "array"
+	default:
+		return "number"
+	}
+}
+
+// fieldError is returned by custom UnmarshalJSON methods with a message safe
+// to show.
+type fieldError struct{ msg string }
+
+func (e *fieldError) Error() string { return e.msg }
+
+// hasEscapedNUL reports whether body holds a "\u0000" escape (raw NUL bytes
+// are already invalid JSON). A preceding escaped backslash ("\\u0000") is
+// literal text and does not count.
+func hasEscapedNUL(body []byte) bool {
+	for i := 0; i+6 <= len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		if body[i+1] == 'u' && string(body[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // skip the escaped character
+	}
+	return false
+}
+
+// writeJSON writes v with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// pathID parses a positive int64 path value.
+func pathID(r *http.Request, name string) (int64, error) {
+	v := r.PathValue(name)
+	id, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != v {
+		return 0, mulchat.Errorf(mulchat.EINVALID, "%s must be a positive integer", name)
+	}
+	return id, nil
+}
+
+// queryUint parses an optional non-negative integer query parameter.
+func queryUint(r *http.Request, name string, def, max uint64) (uint64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n > max {
+		return 0, mulchat.Errorf(mulchat.EINVALID, "%s must be an integer from 0 to %d", name, max)
+	}
+	return n, nil
+}

@@ -1,0 +1,257 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/mulchat/mulchat"
+	"github.com/nats-io/nkeys"
+)
+
+type userView struct {
+	ID                 int64     `json:"id"`
+	Username           string    `json:"username"`
+	Email              string    `json:"email,omitempty"`
+	IsActive           bool      `json:"is_active"`
+	MustRotatePassword bool      `json:"must_rotate_password,omitempty"`
+	CreatedAt          time.Time `json:"created_at"`
+	NATS               *natsView `json:"nats,omitempty"`
+}
+
+// natsView is the credential status shown by GET /me: no JWT, seed or seed
+// hash, only what a client needs to decide whether to renew.
+type natsView struct {
+	Status    string     `json:"status"`
+	PublicKey string     `json:"public_key,omitempty"`
+	Account   string     `json:"account,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	ExpiredAt *time.Time `json:"expired_at,omitempty"`
+}
+
+func userJSON(u *mulchat.User) userView {
+	return userView{ID: u.ID, Username: u.Username, Email: u.Email, IsActive: u.IsActive,
+		MustRotatePassword: u.MustRotatePassword, CreatedAt: u.CreatedAt.UTC()}
+}
+
+func (s *Server) handleMe(w http.ResponseWriter, r *http.Request, sess *session) {
+	v := userJSON(sess.user)
+	c := sess.user.NATS
+	v.NATS = &natsView{Status: c.Status(s.now()), PublicKey: c.PublicKey, Account: c.AccountPublicKey,
+		ExpiresAt: utcPtr(c.ExpiresAt), ExpiredAt: utcPtr(c.ExpiredAt)}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// ttlValue accepts a Go duration string ("12h", "90m") or a number of
+// seconds.
+type ttlValue time.Duration
+
+func (t *ttlValue) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		*t = 0
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var str string
+		if err := json.Unmarshal(b, &str); err != nil {
+			return &fieldError{"ttl must be a duration string like \"24h\" or a number of seconds"}
+		}
+		d, err := time.ParseDuration(str)
+		if err != nil || d <= 0 {
+			return &fieldError{"ttl must be a positive duration like \"24h\" or a number of seconds"}
+		}
+		*t = ttlValue(d)
+		return nil
+	}
+	secs, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || secs <= 0 || secs > int64((1<<62)/time.Second) {
+		return &fieldError{"ttl must be a positive whole number of seconds or a duration string like \"24h\""}
+	}
+	*t = ttlValue(time.Duration(secs) * time.Second)
+	return nil
+}
+
+type issueRequest struct {
+	PublicKey string   `json:"public_key"`
+	TTL       ttlValue `json:"ttl"`
+}
+
+type credentialResponse struct {
+	JWT       string    `json:"jwt"`
+	PublicKey string    `json:"public_key"`
+	ExpiresAt time.Time `json:"expires_at"`
+	NATSURLs  []string  `json:"nats_urls"`
+	// Seed and Creds are present only when the server generated the key pair:
+	// the one response that ever carries a seed.
+	Seed  string `json:"seed,omitempty"`
+	Creds string `json:"creds,omitempty"`
+}
+
+// decodeOptionalJSON decodes a body that may be empty (all fields optional).
+func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	return decodeBody(body, dst)
+}
+
+func (s *Server) credentialJSON(c *Credential) credentialResponse {
+	urls := s.cfg.NATSURLs()
+	if urls == nil {
+		urls = []string{}
+	}
+	resp := credentialResponse{JWT: c.JWT, PublicKey: c.PublicKey, ExpiresAt: c.ExpiresAt.UTC(), NATSURLs: urls}
+	if len(c.Seed) > 0 {
+		resp.Seed = string(c.Seed)
+		resp.Creds = string(c.Creds)
+	}
+	return resp
+}
+
+func (s *Server) handleIssueCredential(w http.ResponseWriter, r *http.Request, sess *session) {
+	var req issueRequest
+	if err := decodeOptionalJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.PublicKey != "" && !nkeys.IsValidPublicUserKey(req.PublicKey) {
+		s.writeError(w, r, mulchat.Errorf(mulchat.EINVALID, "public_key must be a NATS user public key (starting with U)"))
+		return
+	}
+	c, err := s.cfg.Authority.IssueUserCredential(r.Context(), sess.user.ID, req.PublicKey, time.Duration(req.TTL))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.logger.Info("credential issued", slog.Int64("user_id", sess.user.ID), slog.String("public_key", c.PublicKey),
+		slog.Bool("server_generated", len(c.Seed) > 0))
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, s.credentialJSON(c))
+}
+
+type renewRequest struct {
+	TTL ttlValue `json:"ttl"`
+}
+
+func (s *Server) handleRenewCredential(w http.ResponseWriter, r *http.Request, sess *session) {
+	var req renewRequest
+	if err := decodeOptionalJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	c, err := s.cfg.Authority.RenewUserCredential(r.Context(), sess.user.ID, time.Duration(req.TTL))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.logger.Info("credential renewed", slog.Int64("user_id", sess.user.ID), slog.String("public_key", c.PublicKey))
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, s.credentialJSON(c))
+}
+
+func (s *Server) handleRevokeCredential(w http.ResponseWriter, r *http.Request, sess *session) {
+	if err := s.cfg.Authority.RevokeUserCredential(r.Context(), sess.user.ID); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.logger.Info("credential revoked", slog.Int64("user_id", sess.user.ID))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type sessionView struct {
+	ID           int64      `json:"id"`
+	ClientID     string     `json:"client_id"`
+	IPAddress    string     `json:"ip_address,omitempty"`
+	UserAgent    string     `json:"user_agent,omitempty"`
+	PublicKey    string     `json:"public_key,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	LastActivity time.Time  `json:"last_activity"`
+	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
+	Active       bool       `json:"active"`
+	ClosedAt     *time.Time `json:"closed_at,omitempty"`
+	CloseReason  string     `json:"close_reason,omitempty"`
+}
+
+// handleListSessions lists the caller's NATS sessions: active ones, or all
+// with ?all=true.
+func (s *Server) handleListSessions(w http.ResponseWriter, r *http.Request, sess *session) {
+	all := false
+	switch v := r.URL.Query().Get("all"); v {
+	case "", "false", "0":
+	case "true", "1":
+		all = true
+	default:
+		s.writeError(w, r, mulchat.Errorf(mulchat.EINVALID, "all must be true or false"))
+		return
+	}
+	list, err := s.store.ListUserAuthSessions(r.Context(), sess.user.ID, !all)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make([]sessionView, 0, len(list))
+	for _, a := range list {
+		out = append(out, sessionView{ID: a.ID, ClientID: a.ClientID, IPAddress: a.IPAddress, UserAgent: a.UserAgent,
+			PublicKey: a.PublicKey, CreatedAt: a.CreatedAt.UTC(), LastActivity: a.LastActivity.UTC(),
+			ExpiresAt: utcPtr(a.ExpiresAt), Active: a.Active, ClosedAt: utcPtr(a.ClosedAt), CloseReason: a.CloseReason})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+}
+
+func (s *Server) handleKickSession(w http.ResponseWriter, r *http.Request, sess *session) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if s.cfg.Sessions == nil {
+		s.writeError(w, r, mulchat.Errorf(mulchat.ENOTIMPLEMENTED, "session kicking is not available on this server"))
+		return
+	}
+	if err := s.cfg.Sessions.KickSession(r.Context(), sess.user.ID, id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReadyz answers 200 when the database answers a ping and NATS is
+// ready, 503 otherwise (the cause is logged, not shown).
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.logger.Warn("readiness: database ping failed", slog.Any("err", err))
+		s.writeError(w, r, mulchat.Errorf(mulchat.EUNAVAILABLE, "database is not reachable"))
+		return
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(ctx); err != nil {
+			s.logger.Warn("readiness: NATS not ready", slog.Any("err", err))
+			s.writeError(w, r, mulchat.Errorf(mulchat.EUNAVAILABLE, "NATS is not ready"))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
