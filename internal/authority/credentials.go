@@ -1,0 +1,496 @@
+package authority
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mulchat/mulchat"
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+)
+
+// IssuedCredential is a freshly signed user credential. Seed and Creds are
+// set only when the server generated the key pair; they are handed to the
+// user once and never stored.
+type IssuedCredential struct {
+	JWT       string
+	PublicKey string
+	ExpiresAt time.Time
+	Seed      []byte
+	Creds     []byte
+}
+
+// IssueUserCredential signs a new credential for the user. With publicKey ""
+// the key pair is generated here and its seed returned once (the database keeps
+// only its SHA-256); otherwise publicKey must be a user public nkey whose seed
+// stays with the client. ttl 0 means the default lifetime.
+//
+// A user holds one credential: when the previous one is still active and has
+// another key, that key is revoked in the same transaction. A key that was
+// revoked before is refused, so a stolen key cannot be brought back.
+func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publicKey string, ttl time.Duration) (*IssuedCredential, error) {
+	ttl, err := a.checkTTL(ttl)
+	if err != nil {
+		return nil, err
+	}
+	var seed []byte
+	if publicKey == "" {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, mulchat.WrapError(mulchat.EINTERNAL, err, "cannot generate a user key")
+		}
+		publicKey, _ = kp.PublicKey()
+		if seed, err = kp.Seed(); err != nil {
+			return nil, mulchat.WrapError(mulchat.EINTERNAL, err, "cannot read the generated seed")
+		}
+	} else {
+		if !nkeys.IsValidPublicUserKey(publicKey) {
+			return nil, mulchat.Errorf(mulchat.EINVALID, "public_key must be a NATS user public key (56 characters starting with U)")
+		}
+		revoked, err := a.keyRevoked(ctx, a.chat.id, publicKey)
+		if err != nil {
+			return nil, err
+		}
+		if revoked {
+			return nil, errKeyRevoked()
+		}
+	}
+
+	// Read and sign outside the transaction: signing is the expensive part,
+	// and holding the store's write lock while signing would serialise every
+	// issuance. The transaction re-reads the row before writing.
+	u, err := a.store.UserByID(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if !u.IsActive {
+		return nil, errUserDisabled()
+	}
+	grants, err := a.store.ListUserPermissions(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	now := a.now()
+	exp := expiry(now, ttl)
+	token, err := a.signUser(u, publicKey, grants, exp)
+	if err != nil {
+		return nil, err
+	}
+	cred := mulchat.NATSCredential{
+		JWT:              token,
+		PublicKey:        publicKey,
+		AccountID:        a.chat.id,
+		AccountPublicKey: a.chat.pub,
+		ExpiresAt:        &exp,
+	}
+	if seed != nil {
+		sum := sha256.Sum256(seed)
+		cred.SeedHash = hex.EncodeToString(sum[:])
+	}
+
+	var oldKey string
+	var oldAccount int64
+	err = a.store.InTx(ctx, func(q mulchat.Queries) error {
+		cur, err := q.UserByID(ctx, userID)
+		if err != nil {
+			return err
+		}
+		if !cur.IsActive {
+			return errUserDisabled()
+		}
+		prev := cur.NATS
+		if prev.PublicKey == publicKey && prev.ExpiredAt != nil {
+			return errKeyRevoked()
+		}
+		if prev.PublicKey != "" && prev.PublicKey != publicKey && prev.Status(now) == mulchat.CredentialActive {
+			oldKey, oldAccount = prev.PublicKey, a.accountOf(prev)
+			if _, err := a.revokeKeysTx(ctx, q, oldAccount, now, oldKey); err != nil {
+				return err
+			}
+		}
+		return q.UpdateUserNATSCredential(ctx, userID, cred)
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.issued.WithLabelValues("issue").Inc()
+	a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
+		"generated", seed != nil, "expires_at", exp)
+	if oldKey != "" {
+		// The new credential is committed; failing to propagate the old
+		// key's revocation now must not fail the issue. It is logged, and
+		// PushAccounts at the next start (or the next revocation) carries it.
+		if err := a.propagateRevocation(ctx, userID, oldAccount, now, oldKey); err != nil {
+			a.log.Warn("replaced credential revoked in the store but not propagated to NATS",
+				"user_id", userID, "public_key", oldKey, "err", err)
+		}
+	}
+	out := &IssuedCredential{JWT: token, PublicKey: publicKey, ExpiresAt: exp}
+	if seed != nil {
+		out.Seed = seed
+		if out.Creds, err = CredsFile(token, seed); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// RenewUserCredential signs a new JWT for the user's current key. A revoked
+// credential cannot be renewed (EFORBIDDEN); an expired one can, because the
+// caller has authenticated as the user and the key was never revoked — a
+// client that was offline past its expiry keeps its key. The user's current
+// permission grants are written into the new JWT.
+func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl time.Duration) (*IssuedCredential, error) {
+	ttl, err := a.checkTTL(ttl)
+	if err != nil {
+		return nil, err
+	}
+	u, err := a.store.UserByID(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if err := renewable(u); err != nil {
+		return nil, err
+	}
+	publicKey := u.NATS.PublicKey
+	grants, err := a.store.ListUserPermissions(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	now := a.now()
+	exp := expiry(now, ttl)
+	token, err := a.signUser(u, publicKey, grants, exp)
+	if err != nil {
+		return nil, err
+	}
+	err = a.store.InTx(ctx, func(q mulchat.Queries) error {
+		cur, err := q.UserByID(ctx, userID)
+		if err != nil {
+			return err
+		}
+		if err := renewable(cur); err != nil {
+			return err
+		}
+		if cur.NATS.PublicKey != publicKey {
+			return mulchat.Errorf(mulchat.ECONFLICT, "the credential was replaced while renewing; renew again")
+		}
+		cred := cur.NATS
+		cred.JWT = token
+		cred.AccountID = a.chat.id
+		cred.AccountPublicKey = a.chat.pub
+		cred.ExpiresAt = &exp
+		return q.UpdateUserNATSCredential(ctx, userID, cred)
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.issued.WithLabelValues("renew").Inc()
+	a.log.Info("renewed nats credential", "user_id", userID, "public_key", publicKey, "expires_at", exp)
+	return &IssuedCredential{JWT: token, PublicKey: publicKey, ExpiresAt: exp}, nil
+}
+
+func renewable(u *mulchat.User) error {
+	if !u.IsActive {
+		return errUserDisabled()
+	}
+	if u.NATS.PublicKey == "" {
+		return mulchat.Errorf(mulchat.ENOTFOUND, "the user has no NATS credential to renew")
+	}
+	if u.NATS.ExpiredAt != nil {
+		return mulchat.Errorf(mulchat.EFORBIDDEN, "the NATS credential was revoked; issue a new one with a new key")
+	}
+	return nil
+}
+
+// RevokeUserCredential revokes the user's current credential: it sets
+// nats_expired_at and adds the key to its account's revocation list (pruned of
+// entries older than MaxTTL) in one transaction, then pushes the account JWT
+// to the servers, which close the key's connections, and calls the Kicker.
+//
+// It is idempotent: revoking a credential that is already revoked changes
+// nothing in the store but pushes and kicks again, so a retry after a failed
+// push completes the job. A user without a credential is ENOTFOUND. When the
+// push or kick fails after the commit, the error is EUNAVAILABLE: the
+// revocation is stored and a retry (or PushAccounts at the next start)
+// propagates it.
+func (a *Authority) RevokeUserCredential(ctx context.Context, userID int64) error {
+	now := a.now()
+	var key string
+	var account int64
+	var newly bool
+	err := a.store.InTx(ctx, func(q mulchat.Queries) error {
+		u, err := q.UserByID(ctx, userID)
+		if err != nil {
+			return err
+		}
+		if u.NATS.PublicKey == "" {
+			return mulchat.Errorf(mulchat.ENOTFOUND, "the user has no NATS credential")
+		}
+		key, account = u.NATS.PublicKey, a.accountOf(u.NATS)
+		if u.NATS.ExpiredAt == nil {
+			newly = true
+			if err := q.ExpireUserNATSCredential(ctx, userID, now.UTC()); err != nil {
+				return err
+			}
+		}
+		_, err = a.revokeKeysTx(ctx, q, account, now, key)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if newly {
+		a.revoked.Inc()
+	}
+	a.log.Info("revoked nats credential", "user_id", userID, "public_key", key, "already_revoked", !newly)
+	return a.propagateRevocation(ctx, userID, account, now, key)
+}
+
+// accountOf returns the account a credential belongs to; a credential
+// without one (legacy rows) is taken to be in the chat account.
+func (a *Authority) accountOf(c mulchat.NATSCredential) int64 {
+	if c.AccountID != 0 {
+		return c.AccountID
+	}
+	return a.chat.id
+}
+
+// revocationTime is the timestamp written for a revocation. The jwt library
+// stamps iat from the wall clock, so the revocation must not be earlier than
+// the wall clock either, whatever Config.Now says.
+func (a *Authority) revocationTime(now time.Time) time.Time {
+	if wall := time.Now(); wall.After(now) {
+		return wall
+	}
+	return now
+}
+
+// revokeKeysTx adds keys to the account's revocation list, prunes entries
+// older than MaxTTL and stores the re-signed account JWT, inside q's
+// transaction. It returns the new account JWT.
+func (a *Authority) revokeKeysTx(ctx context.Context, q mulchat.Queries, accountID int64, now time.Time, keys ...string) (string, error) {
+	acct, err := q.NATSAccountByID(ctx, accountID)
+	if err != nil {
+		return "", err
+	}
+	claims, err := jwt.DecodeAccountClaims(acct.JWT)
+	if err != nil {
+		return "", mulchat.WrapError(mulchat.EINTERNAL, err, "the stored JWT of account "+acct.Name+" is not valid")
+	}
+	at := a.revocationTime(now)
+	for _, k := range keys {
+		claims.RevokeAt(k, at)
+	}
+	a.pruneRevocations(claims, now)
+	token, err := claims.Encode(a.operatorKP)
+	if err != nil {
+		return "", mulchat.WrapError(mulchat.EINTERNAL, err, "cannot sign the account JWT of "+acct.Name)
+	}
+	if err := q.UpdateNATSAccountJWT(ctx, accountID, token); err != nil {
+		return "", err
+	}
+	return token, nil
+}
+
+// pruneRevocations drops revocation entries older than MaxTTL: every JWT they
+// could revoke was issued before the entry and so has expired by now. This
+// keeps the account JWT bounded by the number of revocations in one MaxTTL.
+func (a *Authority) pruneRevocations(claims *jwt.AccountClaims, now time.Time) int {
+	cutoff := now.Add(-a.maxTTL).Unix()
+	n := 0
+	for k, ts := range claims.Revocations {
+		if k != jwt.All && ts < cutoff {
+			delete(claims.Revocations, k)
+			n++
+		}
+	}
+	return n
+}
+
+// propagateRevocation makes sure the stored account JWT carries the
+// revocation, then pushes it and kicks the key's sessions.
+//
+// The check after the commit matters on databases where two concurrent
+// transactions can each read the account JWT, add their own key and write it
+// back (read committed): the second write would drop the first key. Each
+// revoker re-reads after its commit and re-applies its key until it sticks.
+func (a *Authority) propagateRevocation(ctx context.Context, userID, accountID int64, now time.Time, key string) error {
+	var token string
+	for attempt := 0; ; attempt++ {
+		acct, err := a.store.NATSAccountByID(ctx, accountID)
+		if err != nil {
+			return err
+		}
+		claims, err := a.claims.decode(acct.JWT)
+		if err != nil {
+			return mulchat.WrapError(mulchat.EINTERNAL, err, "the stored JWT of account "+acct.Name+" is not valid")
+		}
+		if _, ok := claims.Revocations[key]; ok {
+			token = acct.JWT
+			break
+		}
+		if attempt == 5 {
+			return mulchat.Errorf(mulchat.EINTERNAL, "the revocation of %s keeps being overwritten by concurrent account updates", key)
+		}
+		err = a.store.InTx(ctx, func(q mulchat.Queries) error {
+			_, err := a.revokeKeysTx(ctx, q, accountID, now, key)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if a.pusher != nil {
+		if err := a.pusher(ctx, token); err != nil {
+			return mulchat.WrapError(mulchat.EUNAVAILABLE, err,
+				"the credential is revoked in the database, but the NATS servers could not be updated; retry the revocation")
+		}
+	}
+	if a.kicker != nil {
+		if err := a.kicker(ctx, userID, key); err != nil {
+			return mulchat.WrapError(mulchat.EUNAVAILABLE, err,
+				"the credential is revoked, but its live sessions could not be kicked; retry the revocation")
+		}
+	}
+	return nil
+}
+
+// keyRevoked reports whether the account's revocation list names key.
+func (a *Authority) keyRevoked(ctx context.Context, accountID int64, key string) (bool, error) {
+	acct, err := a.store.NATSAccountByID(ctx, accountID)
+	if err != nil {
+		return false, err
+	}
+	claims, err := a.claims.decode(acct.JWT)
+	if err != nil {
+		return false, mulchat.WrapError(mulchat.EINTERNAL, err, "the stored JWT of account "+acct.Name+" is not valid")
+	}
+	_, ok := claims.Revocations[key]
+	return ok, nil
+}
+
+func errUserDisabled() error {
+	return mulchat.Errorf(mulchat.EFORBIDDEN, "the user is disabled")
+}
+
+func errKeyRevoked() error {
+	return mulchat.Errorf(mulchat.EFORBIDDEN, "this public key was revoked; generate a new key pair")
+}
+
+func (a *Authority) checkTTL(ttl time.Duration) (time.Duration, error) {
+	if ttl == 0 {
+		return a.defaultTTL, nil
+	}
+	if ttl < MinTTL || ttl > a.maxTTL {
+		return 0, mulchat.Errorf(mulchat.EINVALID, "ttl must be between %s and %s", MinTTL, a.maxTTL)
+	}
+	return ttl, nil
+}
+
+// expiry is now+ttl in UTC, truncated to the second the JWT can express.
+func expiry(now time.Time, ttl time.Duration) time.Time {
+	return now.Add(ttl).Truncate(time.Second).UTC()
+}
+
+// signUser builds and signs a user JWT with the constant permission set of
+// DESIGN.md plus the user's explicit grants.
+func (a *Authority) signUser(u *mulchat.User, publicKey string, grants []*mulchat.Permission, exp time.Time) (string, error) {
+	uid := strconv.FormatInt(u.ID, 10)
+	uc := jwt.NewUserClaims(publicKey)
+	uc.Name = u.Username
+	uc.IssuerAccount = a.chat.pub
+	uc.Expires = exp.Unix()
+	uc.Pub.Allow.Add("chat.send.*."+uid, "chat.api."+uid+".>")
+	uc.Sub.Allow.Add("chat.user."+uid+".>", mulchat.UserInboxPrefix(u.ID)+".>")
+	for _, g := range grants {
+		if !validSubject(g.Subject) {
+			// A malformed grant row must not lock its user out of chat; it
+			// is left out and reported to the operator.
+			a.log.Warn("skipping an invalid nats permission grant", "user_id", u.ID, "permission_id", g.ID)
+			continue
+		}
+		switch g.Type {
+		case mulchat.PermPub:
+			uc.Pub.Allow.Add(g.Subject)
+		case mulchat.PermSub:
+			uc.Sub.Allow.Add(g.Subject)
+		case mulchat.PermBoth:
+			uc.Pub.Allow.Add(g.Subject)
+			uc.Sub.Allow.Add(g.Subject)
+		default:
+			a.log.Warn("skipping a nats permission grant of unknown type", "user_id", u.ID, "permission_id", g.ID)
+		}
+	}
+	uc.Limits.Payload = UserMaxPayload
+	uc.Limits.Subs = UserMaxSubs
+	uc.Limits.Data = jwt.NoLimit
+	token, err := uc.Encode(a.chat.signer)
+	if err != nil {
+		return "", mulchat.WrapError(mulchat.EINTERNAL, err, "cannot sign the user JWT")
+	}
+	return token, nil
+}
+
+// validSubject accepts a NATS subject usable in a permission: non-empty
+// tokens of printable characters without spaces, '>' only as the last token.
+func validSubject(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	tokens := strings.Split(s, ".")
+	for i, t := range tokens {
+		if t == "" {
+			return false
+		}
+		if strings.Contains(t, ">") && (t != ">" || i != len(tokens)-1) {
+			return false
+		}
+		if strings.Contains(t, "*") && t != "*" {
+			return false
+		}
+		for _, r := range t {
+			if r <= ' ' || r == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// claimsCache keeps the last decoded account JWT: decoding verifies an
+// ed25519 signature, and the account JWT changes only on revocations.
+type claimsCache struct {
+	mu     sync.Mutex
+	token  string
+	claims *jwt.AccountClaims
+}
+
+// decode returns the decoded claims of token. The result is shared: callers
+// must not modify it.
+func (c *claimsCache) decode(token string) (*jwt.AccountClaims, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.claims != nil && c.token == token {
+		return c.claims, nil
+	}
+	claims, err := jwt.DecodeAccountClaims(token)
+	if err != nil {
+		return nil, err
+	}
+	c.token, c.claims = token, claims
+	return claims, nil
+}
+
+// CredsFile formats a standard NATS .creds file holding the JWT and seed.
+func CredsFile(userJWT string, seed []byte) ([]byte, error) {
+	b, err := jwt.FormatUserConfig(userJWT, seed)
+	if err != nil {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "cannot format a creds file: the JWT or seed is not valid")
+	}
+	return b, nil
+}
