@@ -1,8 +1,224 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mulchat/mulchat"
+	"github.com/mulchat/mulchat/internal/app"
+	"github.com/mulchat/mulchat/internal/authority"
+	"github.com/spf13/cobra"
+)
 
 func newCredsCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "creds", Short: "issue, revoke and verify NATS credentials"}
+
+	var out string
+	var force bool
+	var ttl time.Duration
+	issue := &cobra.Command{
+		Use:   "issue USERNAME -o FILE",
+		Short: "issue a server-generated credential and write it as a .creds file (0600)",
+		Long: `Issue a new NATS credential for a user, with a key pair generated here, and
+write it as a standard .creds file (mode 0600; "-o -" writes to stdout). The
+user's previous credential is replaced. An existing file is not overwritten
+without --force.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return mulchat.Errorf(mulchat.EINVALID, "-o FILE is required (\"-\" for stdout)")
+			}
+			if out != "-" && !force {
+				if _, err := os.Lstat(out); err == nil {
+					return mulchat.Errorf(mulchat.ECONFLICT, "%s exists; use --force to overwrite it", out)
+				}
+			}
+			return withAuthority(cmd, g, func(ctx context.Context, a *authority.Authority, u *mulchat.User) error {
+				c, err := a.IssueUserCredential(ctx, u.ID, "", ttl)
+				if err != nil {
+					return err
+				}
+				if out == "-" {
+					_, err = cmd.OutOrStdout().Write(c.Creds)
+					return err
+				}
+				if err := writeSecretFile(out, c.Creds, force); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s for %s (public key %s, expires %s)\n",
+					out, u.Username, c.PublicKey, c.ExpiresAt.UTC().Format(time.RFC3339))
+				return nil
+			}, args[0])
+		},
+	}
+	issue.Flags().StringVarP(&out, "output", "o", "", "file to write (\"-\" = stdout)")
+	issue.Flags().BoolVar(&force, "force", false, "overwrite an existing file")
+	issue.Flags().DurationVar(&ttl, "ttl", 0, "credential lifetime (default: the server's default, 24h)")
+
+	revoke := &cobra.Command{
+		Use:   "revoke USERNAME",
+		Short: "revoke a user's NATS credential",
+		Long: `Revoke the user's current credential: nats_expired_at is set and the key is
+added to the account JWT's revocation list. The updated account JWT is pushed
+to the NATS servers named by --nats-url, or to the embedded server of a
+"mulchat serve" running on the same data directory; the servers disconnect
+the revoked key. If no server is reachable the database is still updated and
+the revocation reaches NATS when mulchat next starts.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAuthority(cmd, g, func(ctx context.Context, a *authority.Authority, u *mulchat.User) error {
+				closePush := connectPusher(cmd, g, a)
+				defer closePush()
+				if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked the NATS credential of %s\n", printable(u.Username))
+				return nil
+			}, args[0])
+		},
+	}
+
+	verify := &cobra.Command{
+		Use:   "verify FILE",
+		Short: "check a .creds file: signature chain, expiry, revocation, and whether it is the user's current credential",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := readLimited(args[0], 64<<10)
+			if err != nil {
+				return err
+			}
+			return withAuthority(cmd, g, func(ctx context.Context, a *authority.Authority, _ *mulchat.User) error {
+				v, err := a.VerifyCreds(ctx, data)
+				if err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "user:       %s (id %d)\n", printable(v.Username), v.UserID)
+				fmt.Fprintf(w, "public key: %s\n", v.PublicKey)
+				fmt.Fprintf(w, "account:    %s\n", v.Account)
+				fmt.Fprintf(w, "expires:    %s\n", v.ExpiresAt.UTC().Format(time.RFC3339))
+				fmt.Fprintf(w, "expired: %t  revoked: %t  current: %t\n", v.Expired, v.Revoked, v.Current)
+				if !v.Valid() {
+					return mulchat.Errorf(mulchat.EINVALID, "credential is not valid: %s", strings.Join(v.Problems, "; "))
+				}
+				fmt.Fprintln(w, "valid")
+				return nil
+			}, "")
+		},
+	}
+
+	cmd.AddCommand(issue, revoke, verify)
 	return cmd
+}
+
+// withAuthority opens the store and the authority (and looks up username
+// unless it is "") for a creds command.
+func withAuthority(cmd *cobra.Command, g *globals, fn func(ctx context.Context, a *authority.Authority, u *mulchat.User) error, username string) error {
+	ctx := cmd.Context()
+	db, err := openAdminStore(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var u *mulchat.User
+	if username != "" {
+		if u, err = userByName(cmd, db, username); err != nil {
+			return err
+		}
+	}
+	a, err := app.OpenAuthority(ctx, appConfig(g, cliLogger(cmd, g)), db, nil)
+	if err != nil {
+		return err
+	}
+	return fn(ctx, a, u)
+}
+
+// connectPusher connects to a running NATS (--nats-url, or the embedded
+// server of a serve on this data directory) as mulchat's system service user
+// and sets the authority's pusher. It returns the function that closes the
+// connection. Failing to connect is a warning, not an error.
+func connectPusher(cmd *cobra.Command, g *globals, a *authority.Authority) func() {
+	url := g.natsURL
+	if url == "" {
+		b, err := os.ReadFile(filepath.Join(g.dataDir, app.RunningNATSURLFile))
+		if err != nil {
+			return func() {}
+		}
+		url = strings.TrimSpace(string(b))
+	}
+	logger := cliLogger(cmd, g)
+	nc, err := app.ConnectService(cmd.Context(), a, strings.Split(url, ","), "admin", true, logger)
+	if err != nil {
+		logger.Warn("NATS is not reachable; the revocation reaches it when mulchat next starts", slog.Any("err", err))
+		return func() {}
+	}
+	a.SetPusher(authority.NewClaimsPusher(nc))
+	return func() { _ = nc.Drain() }
+}
+
+// writeSecretFile writes data to path with mode 0600. Without overwrite it
+// fails if path exists (O_EXCL, so no race); with overwrite it writes a
+// temporary file in the same directory and renames it over path, so the file
+// is never briefly readable by others or half-written.
+func writeSecretFile(path string, data []byte, overwrite bool) error {
+	if !overwrite {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return mulchat.Errorf(mulchat.ECONFLICT, "%s exists; use --force to overwrite it", path)
+			}
+			return mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot create %s", path))
+		}
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			os.Remove(path)
+			return mulchat.WrapError(mulchat.EINTERNAL, err, fmt.Sprintf("writing %s", path))
+		}
+		return f.Close()
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".creds-*")
+	if err != nil {
+		return mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot write in the directory of %s", path))
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return mulchat.WrapError(mulchat.EINTERNAL, err, "chmod")
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return mulchat.WrapError(mulchat.EINTERNAL, err, fmt.Sprintf("writing %s", path))
+	}
+	if err := tmp.Close(); err != nil {
+		return mulchat.WrapError(mulchat.EINTERNAL, err, fmt.Sprintf("writing %s", path))
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot replace %s", path))
+	}
+	return nil
+}
+
+// readLimited reads at most max bytes of a file; larger files are refused.
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot open %s", path))
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot read %s", path))
+	}
+	if int64(len(data)) > max {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "%s is larger than %d bytes; not a .creds file", path, max)
+	}
+	return data, nil
 }

@@ -42,7 +42,8 @@ type Config struct {
 	// HTTPAddr is the API's listen address; ":0" picks a free port.
 	HTTPAddr string
 	// NATSHost, NATSPort and NATSWSPort configure the embedded server; a port
-	// of -1 picks a free one. 0 means the default (4222 and 8222).
+	// of -1 picks a free one. NATSPort 0 is NATS's default 4222; NATSWSPort 0
+	// starts no WebSocket listener (the serve command defaults to 8222).
 	NATSHost   string
 	NATSPort   int
 	NATSWSPort int
@@ -61,8 +62,10 @@ type Config struct {
 	// file (tests).
 	MasterKey []byte
 	Logger    *slog.Logger
-	// Static serves the web page at "/" (nil: none).
-	Static http.Handler
+	// Web builds the handler of the web page served at "/", given the NATS
+	// URLs handed to clients (the page connects to the WebSocket ones); nil
+	// serves no page.
+	Web func(natsURLs []string) http.Handler
 }
 
 // Defaults.
@@ -75,8 +78,8 @@ const (
 
 // Service user names of mulchat's own NATS connections.
 const (
-	serviceUser    = "mulchat-service"
-	sysServiceUser = "mulchat-system"
+	serviceUser    = "service"
+	sysServiceUser = "system"
 )
 
 // Main is a running mulchat server.
@@ -115,12 +118,6 @@ func Start(ctx context.Context, cfg Config) (_ *Main, err error) {
 	}
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = DefaultHTTPAddr
-	}
-	if cfg.NATSPort == 0 {
-		cfg.NATSPort = DefaultNATSPort
-	}
-	if cfg.NATSWSPort == 0 {
-		cfg.NATSWSPort = DefaultNATSWSPort
 	}
 	if cfg.NATSHost == "" {
 		cfg.NATSHost = "127.0.0.1"
@@ -169,16 +166,7 @@ func (c Config) databaseURL() string {
 // OpenStore opens (and unless noMigrate, migrates) the database of cfg and
 // checks its schema version. The CLI's admin commands use it too.
 func OpenStore(ctx context.Context, cfg Config) (*sqlstore.DB, error) {
-	if cfg.DataDir == "" {
-		cfg.DataDir = DefaultDataDir
-	}
-	url := cfg.databaseURL()
-	if !isPostgres(url) {
-		if err := os.MkdirAll(filepath.Dir(url), 0o700); err != nil {
-			return nil, mulchat.WrapError(mulchat.EINVALID, err, "cannot create the database directory")
-		}
-	}
-	db, err := sqlstore.Open(ctx, url)
+	db, err := OpenDatabase(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +181,21 @@ func OpenStore(ctx context.Context, cfg Config) (*sqlstore.DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// OpenDatabase opens the database of cfg without migrating or checking its
+// schema (for `mulchat migrate`).
+func OpenDatabase(ctx context.Context, cfg Config) (*sqlstore.DB, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir
+	}
+	url := cfg.databaseURL()
+	if !isPostgres(url) {
+		if err := os.MkdirAll(filepath.Dir(url), 0o700); err != nil {
+			return nil, mulchat.WrapError(mulchat.EINVALID, err, "cannot create the database directory")
+		}
+	}
+	return sqlstore.Open(ctx, url)
 }
 
 func isPostgres(url string) bool {
@@ -272,7 +275,7 @@ func (m *Main) startNATS(ctx context.Context) error {
 		return err
 	}
 	ns, err := natsd.Start(natsd.Options{
-		DataDir:       filepath.Join(m.cfg.DataDir, "nats"),
+		DataDir:       m.cfg.DataDir,
 		Host:          m.cfg.NATSHost,
 		Port:          m.cfg.NATSPort,
 		WSPort:        m.cfg.NATSWSPort,
@@ -306,15 +309,17 @@ func (m *Main) startNATS(ctx context.Context) error {
 // push revocations to it.
 const RunningNATSURLFile = "nats.url"
 
-// ConnectService connects to urls as one of mulchat's service users.
+// ConnectService connects to urls as one of mulchat's service users. The
+// service user's JWT is re-signed on reconnect, so the connection outlives
+// any one JWT.
 func ConnectService(ctx context.Context, a *authority.Authority, urls []string, name string, system bool, logger *slog.Logger) (*nats.Conn, error) {
-	jwtStr, seed, err := a.ServiceCredentials(ctx, name, system)
+	su, err := a.NewServiceUser(name, system)
 	if err != nil {
 		return nil, err
 	}
 	nc, err := nats.Connect(strings.Join(urls, ","),
-		nats.Name(name),
-		nats.UserJWTAndSeed(jwtStr, string(seed)),
+		nats.Name("mulchat-"+name),
+		su.Option(),
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -326,7 +331,7 @@ func ConnectService(ctx context.Context, a *authority.Authority, urls []string, 
 		}),
 	)
 	if err != nil {
-		return nil, mulchat.WrapError(mulchat.EUNAVAILABLE, err, fmt.Sprintf("cannot connect to NATS as %s", name))
+		return nil, mulchat.WrapError(mulchat.EUNAVAILABLE, err, fmt.Sprintf("cannot connect to NATS as service user %s", name))
 	}
 	return nc, nil
 }
@@ -371,6 +376,10 @@ func (m *Main) ready(ctx context.Context) error {
 }
 
 func (m *Main) startHTTP() error {
+	var static http.Handler
+	if m.cfg.Web != nil {
+		static = m.cfg.Web(m.NATSURLs())
+	}
 	api, err := httpapi.New(httpapi.Config{
 		Store:     m.Store,
 		Authority: CredentialAuthority(m.Authority),
@@ -381,7 +390,7 @@ func (m *Main) startHTTP() error {
 		Registry:  m.Registry,
 		TokenTTL:  m.cfg.TokenTTL,
 		LoginRate: m.cfg.LoginRate,
-		Static:    m.cfg.Static,
+		Static:    static,
 	})
 	if err != nil {
 		return err
