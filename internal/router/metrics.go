@@ -1,0 +1,53 @@
+package router
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	sends       *prometheus.CounterVec
+	sendLatency prometheus.Histogram
+	delivered   prometheus.Counter
+	deliveries  prometheus.Counter
+	history     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mulchat_router_sends_total",
+			Help: "Send requests handled, by result (ok, duplicate or an error code).",
+		}, []string{"result"}),
+		sendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mulchat_router_send_seconds",
+			Help:    "Time from receiving a send to its stored acknowledgement.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mulchat_router_messages_delivered_total",
+			Help: "Stored messages fanned out by this instance.",
+		}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mulchat_router_deliveries_total",
+			Help: "Per-member deliveries published by this instance.",
+		}),
+		history: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mulchat_router_history_requests_total",
+			Help: "History pages served.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.sends, m.sendLatency, m.delivered, m.deliveries, m.history} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}

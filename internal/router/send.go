@@ -1,0 +1,226 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mulchat/mulchat"
+)
+
+type sendReq struct {
+	msg    *nats.Msg
+	roomID int64
+	userID int64
+}
+
+type pendingSend struct {
+	reply  string
+	future jetstream.PubAckFuture
+	sentAt time.Time
+	start  time.Time
+}
+
+// handleSend runs on the subscription's goroutine: it only parses the subject
+// and hands the request to the worker owning the user, so one user's sends are
+// stored in the order they arrived while different users proceed in parallel.
+func (r *Router) handleSend(msg *nats.Msg) {
+	roomID, userID, ok := parseSendSubject(msg.Subject)
+	if !ok {
+		r.replyError(msg.Reply, mulchat.Errorf(mulchat.EINVALID, "bad send subject"))
+		r.m.sends.WithLabelValues(mulchat.EINVALID).Inc()
+		return
+	}
+	r.shards[userID%int64(len(r.shards))] <- &sendReq{msg: msg, roomID: roomID, userID: userID}
+}
+
+// parseSendSubject parses chat.send.<room>.<uid> with positive numeric ids.
+func parseSendSubject(subject string) (roomID, userID int64, ok bool) {
+	rest, found := strings.CutPrefix(subject, "chat.send.")
+	if !found {
+		return 0, 0, false
+	}
+	rs, us, found := strings.Cut(rest, ".")
+	if !found {
+		return 0, 0, false
+	}
+	roomID, err1 := strconv.ParseInt(rs, 10, 64)
+	userID, err2 := strconv.ParseInt(us, 10, 64)
+	if err1 != nil || err2 != nil || roomID <= 0 || userID <= 0 {
+		return 0, 0, false
+	}
+	return roomID, userID, true
+}
+
+func (r *Router) sendWorker(ctx context.Context, in <-chan *sendReq, pending chan<- *pendingSend) {
+	defer r.wg.Done()
+	defer close(pending)
+	for req := range in {
+		start := r.now()
+		p, err := r.prepareAndPublish(ctx, req)
+		if err != nil {
+			r.m.sends.WithLabelValues(mulchat.ErrorCode(err)).Inc()
+			if mulchat.ErrorCode(err) == mulchat.EINTERNAL {
+				r.log.Error("send failed", "room_id", req.roomID, "user_id", req.userID, "err", err)
+			}
+			r.replyError(req.msg.Reply, err)
+			continue
+		}
+		p.start = start
+		pending <- p
+	}
+}
+
+// prepareAndPublish checks and validates one send and publishes it to
+// JetStream asynchronously; the replier answers when the store acknowledges.
+func (r *Router) prepareAndPublish(ctx context.Context, req *sendReq) (*pendingSend, error) {
+	if !r.limits.allow(req.userID) {
+		return nil, mulchat.Errorf(mulchat.ERATELIMITED, "too many messages; slow down")
+	}
+	body, err := decodeSend(req.msg.Data)
+	if err != nil {
+		return nil, err
+	}
+	sender, err := r.cache.user(ctx, req.userID)
+	if err != nil {
+		if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
+			return nil, mulchat.Errorf(mulchat.EFORBIDDEN, "unknown user")
+		}
+		return nil, err
+	}
+	if !sender.IsActive {
+		return nil, mulchat.Errorf(mulchat.EFORBIDDEN, "user is not active")
+	}
+	if r.cfg.AccountPublicKey != "" && sender.NATS.AccountPublicKey != "" && sender.NATS.AccountPublicKey != r.cfg.AccountPublicKey {
+		return nil, mulchat.Errorf(mulchat.EFORBIDDEN, "credential belongs to another account")
+	}
+	member, err := r.cache.member(ctx, req.roomID, req.userID)
+	if err != nil {
+		return nil, err
+	}
+	if !member.CanSend() {
+		return nil, mulchat.Errorf(mulchat.EFORBIDDEN, "role %q may not send in room %d", member.Role, req.roomID)
+	}
+	sentAt := r.now().UTC()
+	m := mulchat.Message{
+		RoomID:      req.roomID,
+		Sender:      mulchat.Sender{ID: sender.ID, Username: sender.Username},
+		Text:        body.Text,
+		SentAt:      sentAt,
+		ClientMsgID: body.ClientMsgID,
+	}
+	data, err := json.Marshal(&m)
+	if err != nil {
+		return nil, mulchat.WrapError(mulchat.EINTERNAL, err, "encode message")
+	}
+	out := nats.NewMsg(mulchat.RoomSubject(req.roomID))
+	out.Data = data
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(StreamName)}
+	if body.ClientMsgID != "" {
+		// The user id scopes the id, so users cannot collide with each other.
+		opts = append(opts, jetstream.WithMsgID(strconv.FormatInt(req.userID, 10)+":"+body.ClientMsgID))
+	}
+	fut, err := r.js.PublishMsgAsync(out, opts...)
+	if err != nil {
+		return nil, mulchat.WrapError(mulchat.EUNAVAILABLE, err, "message store unavailable")
+	}
+	return &pendingSend{reply: req.msg.Reply, future: fut, sentAt: sentAt}, nil
+}
+
+// decodeSend parses and validates a send payload.
+func decodeSend(data []byte) (*mulchat.SendRequest, error) {
+	if len(data) == 0 {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "empty request")
+	}
+	if !utf8.Valid(data) {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "request must be valid UTF-8")
+	}
+	var body mulchat.SendRequest
+	if err := json.Unmarshal(data, &body); err != nil {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "request must be a JSON object with \"text\"")
+	}
+	if err := ValidateText(body.Text); err != nil {
+		return nil, err
+	}
+	if len(body.ClientMsgID) > mulchat.ClientMsgIDMaxLen {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "client_msg_id must be at most %d bytes", mulchat.ClientMsgIDMaxLen)
+	}
+	for _, c := range body.ClientMsgID {
+		if c <= ' ' || c == 0x7f {
+			return nil, mulchat.Errorf(mulchat.EINVALID, "client_msg_id must not contain spaces or control characters")
+		}
+	}
+	return &body, nil
+}
+
+// ValidateText checks a message text: valid UTF-8, 1–4000 characters, no NUL.
+func ValidateText(text string) error {
+	if !utf8.ValidString(text) {
+		return mulchat.Errorf(mulchat.EINVALID, "text must be valid UTF-8")
+	}
+	n := utf8.RuneCountInString(text)
+	if n == 0 {
+		return mulchat.Errorf(mulchat.EINVALID, "text must not be empty")
+	}
+	if n > mulchat.MessageMaxChars {
+		return mulchat.Errorf(mulchat.ETOOLARGE, "text must be at most %d characters", mulchat.MessageMaxChars)
+	}
+	if strings.IndexByte(text, 0) >= 0 {
+		return mulchat.Errorf(mulchat.EINVALID, "text must not contain NUL")
+	}
+	return nil
+}
+
+// replier answers sends in the order its worker published them.
+func (r *Router) replier(pending <-chan *pendingSend) {
+	defer r.wg.Done()
+	for p := range pending {
+		select {
+		case ack := <-p.future.Ok():
+			sentAt := p.sentAt
+			if ack.Duplicate {
+				// A retried send: answer with the original's time.
+				if orig, err := r.storedMessage(context.Background(), ack.Sequence); err == nil {
+					sentAt = orig.SentAt
+				}
+				r.m.sends.WithLabelValues("duplicate").Inc()
+			} else {
+				r.m.sends.WithLabelValues("ok").Inc()
+			}
+			r.m.sendLatency.Observe(r.now().Sub(p.start).Seconds())
+			r.reply(p.reply, &mulchat.SendReply{Seq: ack.Sequence, SentAt: &sentAt})
+		case err := <-p.future.Err():
+			r.m.sends.WithLabelValues(mulchat.EUNAVAILABLE).Inc()
+			r.log.Warn("store message failed", "err", err)
+			r.replyError(p.reply, mulchat.WrapError(mulchat.EUNAVAILABLE, err, "message store unavailable"))
+		}
+	}
+}
+
+func (r *Router) reply(subject string, v any) {
+	if subject == "" {
+		return
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		r.log.Error("encode reply", "err", err)
+		return
+	}
+	if err := r.nc.Publish(subject, data); err != nil {
+		r.log.Warn("reply failed", "err", err)
+	}
+}
+
+func (r *Router) replyError(subject string, err error) {
+	r.reply(subject, &mulchat.SendReply{Error: errorBody(err)})
+}
+
+func errorBody(err error) *mulchat.ErrorBody {
+	return &mulchat.ErrorBody{Code: mulchat.ErrorCode(err), Message: mulchat.ErrorMessage(err)}
+}
