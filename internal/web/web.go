@@ -178,6 +178,12 @@ func connectSource(raw string) string {
 		return ""
 	}
 	host, port := u.Hostname(), u.Port()
+	// Only plain host names and addresses may reach the policy header.
+	for _, r := range host + port {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == ':') {
+			return ""
+		}
+	}
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		host = "*"
 	} else if strings.Contains(host, ":") {

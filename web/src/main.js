@@ -23,7 +23,8 @@ const state = {
   rooms: new Map(), // id → room (with role when a member)
   convs: new Map(), // id → conversation
   unread: new Map(), // id → count
-  presence: new Map(), // id → Set of online user ids (when known)
+  online: new Set(), // ids of users known to be online
+  members: new Map(), // room id → members (loaded for my rooms)
   openRoom: 0,
   conn: "disconnected",
   panel: "", // "", "members", "sessions"
@@ -171,11 +172,15 @@ async function startSession(token, user, stay, seedText) {
   state.rooms.clear();
   state.convs.clear();
   state.unread.clear();
-  state.presence.clear();
+  state.online.clear();
+  state.members.clear();
   state.openRoom = 0;
   state.panel = "";
   lastRead = loadLastRead();
   saveSession();
+  // New public rooms are not announced: look again now and then.
+  clearInterval(state.roomsTimer);
+  state.roomsTimer = setInterval(() => loadRooms().catch(() => {}), 30000);
   renderShell();
   const chat = new Chat({
     api: state.api,
@@ -215,6 +220,7 @@ function signOut(reason) {
   if (!state.user) return;
   if (state.chat) state.chat.stop();
   state.chat = null;
+  clearInterval(state.roomsTimer);
   state.user = null;
   state.api.token = "";
   if (state.seed) state.seed.fill(0);
@@ -301,7 +307,7 @@ function renderSidebar() {
   const others = rooms.filter((r) => !isMember(r));
   const roomItem = (r) => {
     const n = state.unread.get(r.id) || 0;
-    const online = state.presence.get(r.id);
+    const online = onlineCount(r.id);
     return h(
       "li",
       {},
@@ -316,7 +322,7 @@ function renderSidebar() {
         },
         h("span", { class: "room-name", text: "#" + r.name }),
         !r.is_public ? h("span", { class: "tag", text: "private" }) : null,
-        online && online.size ? h("span", { class: "online-count", title: "online", text: "● " + online.size }) : null,
+        online ? h("span", { class: "online-count", title: online + " online", "aria-label": online + " online", text: "● " + online }) : null,
         n ? h("span", { class: "unread", "aria-label": n + " unread", text: n >= PAGE ? PAGE + "+" : String(n) }) : null,
       ),
     );
@@ -355,7 +361,12 @@ function renderSidebar() {
     els.sidebar,
     h("h2", { text: "My rooms" }),
     mine.length ? h("ul", { class: "rooms", id: "my-rooms" }, mine.map(roomItem)) : h("p", { class: "empty", text: "No rooms yet: join one below or create one." }),
-    h("h2", { text: "Public rooms" }),
+    h(
+      "div",
+      { class: "side-head" },
+      h("h2", { text: "Public rooms" }),
+      h("button", { type: "button", class: "link", id: "refresh-rooms", title: "Refresh the room list", "aria-label": "Refresh the room list", onclick: () => loadRooms().catch((e) => showError(friendlyError(e))) }, "↻"),
+    ),
     others.length ? h("ul", { class: "rooms", id: "public-rooms" }, others.map(roomItem)) : h("p", { class: "empty", text: "No other public rooms." }),
     h("details", { class: "create", open: mine.length === 0 ? true : undefined }, h("summary", { text: "Create a room" }), createForm),
   );
@@ -474,7 +485,7 @@ function renderConversation() {
 function renderRoomHeader() {
   const r = state.rooms.get(state.openRoom);
   if (!r || !els.roomHeader) return;
-  const online = state.presence.get(r.id);
+  const online = onlineCount(r.id);
   replace(
     els.roomHeader,
     h("button", { type: "button", class: "back", "aria-label": "Back to rooms", onclick: closeRoom }, "←"),
@@ -484,7 +495,7 @@ function renderRoomHeader() {
       h("h2", { id: "room-title", text: "#" + r.name }),
       r.description ? h("p", { class: "room-desc", text: r.description }) : null,
     ),
-    online && online.size ? h("span", { class: "online-count", text: online.size + " online" }) : null,
+    online ? h("span", { class: "online-count", id: "online-count", text: online + " online" }) : null,
     isMember(r)
       ? [
           h("button", { type: "button", id: "members-button", onclick: () => togglePanel("members") }, "Members"),
@@ -797,17 +808,25 @@ document.addEventListener("visibilitychange", () => {
 
 // ---------------------------------------------------------------- deliveries
 
+// onDelivery dispatches what arrives on chat.user.<uid>.>: messages on
+// .msg, events (membership, presence, credential) on .event.
 function onDelivery(kind, data) {
-  if (data && typeof data.seq === "number" && data.room_id && typeof data.text === "string") {
-    onMessage(data);
+  if (!data || typeof data !== "object") return;
+  if (kind === "msg" || (typeof data.seq === "number" && typeof data.text === "string")) {
+    if (typeof data.seq === "number" && data.room_id) onMessage(data);
     return;
   }
-  if (data && (data.change || data.type === "membership")) {
-    onMembership(data);
-    return;
-  }
-  if (data && (kind.startsWith("presence") || data.online !== undefined || data.presence !== undefined)) {
-    onPresence(data);
+  switch (data.type) {
+    case "membership":
+      onMembership(data);
+      break;
+    case "presence":
+      onPresence(data);
+      break;
+    case "credential":
+      onCredentialNotice(data);
+      break;
+    default:
   }
 }
 
@@ -842,35 +861,71 @@ function onMembership(ev) {
   }
   clearTimeout(roomsTimer);
   roomsTimer = setTimeout(() => loadRooms().catch(() => {}), 200);
+  if (isMember(state.rooms.get(roomID)) && !(userID === state.user.id && ev.change !== "joined")) {
+    loadMembers(roomID).then(() => {
+      renderSidebar();
+      if (roomID === state.openRoom) renderRoomHeader();
+    });
+  }
   if (state.panel === "members" && roomID === state.openRoom) renderMembers();
 }
 
+// onlineCount is how many members of a room are known to be online (0 when
+// the members or presence are not known).
+function onlineCount(roomID) {
+  const members = state.members.get(roomID);
+  if (!members) return 0;
+  let n = 0;
+  for (const m of members) if (state.online.has(m.user_id)) n++;
+  return n;
+}
+
 function onPresence(ev) {
-  const roomIDs = ev.room_id ? [ev.room_id] : [...state.presence.keys()];
-  const userID = ev.user_id || (ev.user && ev.user.id);
-  const online = ev.online === true || ev.status === "online" || ev.presence === "online";
-  for (const id of roomIDs) {
-    let set = state.presence.get(id);
-    if (!set) state.presence.set(id, (set = new Set()));
-    if (online) set.add(userID);
-    else set.delete(userID);
-  }
+  if (!ev.user_id) return;
+  if (ev.status === "online") state.online.add(ev.user_id);
+  else if (ev.status === "offline") state.online.delete(ev.user_id);
+  else return;
   renderSidebar();
   renderRoomHeader();
   if (state.panel === "members") renderMembers();
 }
 
-// refreshPresence asks the router who in a room is online. A server
-// without presence answers nothing, which is not an error for the page.
+// onCredentialNotice acts on the router's credential notices: a revoked
+// credential signs the page out at once (the server also disconnects it),
+// an expiring one is renewed now.
+function onCredentialNotice(ev) {
+  if (!state.chat) return;
+  if (ev.change === "revoked") {
+    state.chat.checkSignedOut(new Error("credential revoked"));
+  } else if (ev.change === "expiring") {
+    state.chat.renew();
+  }
+}
+
+// loadMembers fetches a room's members (for presence counts and the panel).
+async function loadMembers(roomID) {
+  try {
+    const res = await state.api.members(roomID);
+    state.members.set(roomID, res.members || []);
+  } catch {
+    state.members.delete(roomID);
+  }
+  return state.members.get(roomID);
+}
+
+// refreshPresence asks the router who in a room is online
+// (chat.api.<uid>.presence). Presence events only announce changes, so
+// without this the page knows only who came or went since it connected; a
+// router without the operation answers an error, which is not one for the
+// page.
 async function refreshPresence(roomID) {
   if (!state.chat || !isMember(state.rooms.get(roomID))) return;
   try {
     const res = await state.chat.api2("presence", { room_id: roomID });
     const list = (res && (res.online || res.users || res.user_ids)) || [];
-    state.presence.set(roomID, new Set(list.map((u) => (typeof u === "object" ? u.id || u.user_id : u))));
+    for (const u of list) state.online.add(typeof u === "object" ? u.id || u.user_id : u);
     renderSidebar();
     if (roomID === state.openRoom) renderRoomHeader();
-    if (state.panel === "members" && roomID === state.openRoom) renderMembers();
   } catch {
     // presence unavailable
   }
@@ -895,6 +950,7 @@ async function refreshUnread() {
       } catch {
         // counted next time
       }
+      await loadMembers(r.id);
       refreshPresence(r.id);
     }),
   );
@@ -945,16 +1001,15 @@ async function renderMembers() {
   const list = h("ul", { class: "members", id: "members-list" });
   replace(els.panel, panelHeader(`Members of #${r.name}`), list);
   try {
-    const res = await state.api.members(id);
+    const members = (await loadMembers(id)) || [];
     if (state.panel !== "members" || state.openRoom !== id) return;
-    const online = state.presence.get(id);
-    for (const m of res.members || []) {
-      const on = online && online.has(m.user_id);
+    for (const m of members) {
+      const on = state.online.has(m.user_id) || m.user_id === state.user.id;
       list.appendChild(
         h(
           "li",
           { "data-user": m.user_id },
-          h("span", { class: "dot" + (on ? " on" : ""), title: on ? "online" : online ? "offline" : "" }),
+          h("span", { class: "dot" + (on ? " on" : ""), title: on ? "online" : "offline", "aria-label": on ? "online" : "offline" }),
           h("span", { class: "member-name", text: m.username }),
           m.role !== "member" ? h("span", { class: "tag", text: m.role }) : null,
           m.user_id === state.user.id ? h("span", { class: "tag", text: "you" }) : null,
