@@ -180,7 +180,8 @@ func (q *queries) UpdateUserNATSCredential(ctx context.Context, userID int64, c 
 }
 
 // hasCredential is the SQL form of NATSCredential.Status's "not none": a
-// public key or a JWT. Legacy rows may hold ” where mulchat writes NULL.
+// public key or a JWT. Legacy rows may hold an empty string where mulchat
+// writes NULL.
 const hasCredential = `(COALESCE(nats_public_key, '') <> '' OR COALESCE(nats_jwt, '') <> '')`
 
 // ExpireUserNATSCredential sets nats_expired_at (the credential is revoked).
