@@ -135,19 +135,36 @@ func Start(opts Options) (*Server, error) {
 		resolver.Close()
 		return nil, mulchat.WrapError(mulchat.EINVALID, err, "natsd: invalid server options")
 	}
-	ns.SetLoggerV2(&slogAdapter{log: log.With("component", "nats-server")}, opts.Debug, opts.Trace, false)
+	logger := &slogAdapter{log: log.With("component", "nats-server"), fatal: make(chan string, 1)}
+	ns.SetLoggerV2(logger, opts.Debug, opts.Trace, false)
 	ns.Start()
-	if !ns.ReadyForConnections(readyTimeout) {
+	if err := waitReady(ns, logger.fatal); err != nil {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		return nil, mulchat.Errorf(mulchat.EUNAVAILABLE,
-			"natsd: the embedded nats-server did not become ready within %s (port %d or websocket port %d in use? see the log)",
-			readyTimeout, opts.Port, opts.WSPort)
+		return nil, err
 	}
 	s := &Server{ns: ns, websocket: opts.WSPort != 0}
 	log.Info("embedded nats-server ready", "client_url", s.ClientURL(), "websocket_url", s.WebSocketURL(),
 		"jetstream", opts.JetStream, "resolver_dir", resolverDir)
 	return s, nil
+}
+
+// waitReady waits until the server accepts connections, or returns the
+// server's fatal error (a port in use) as soon as it is logged instead of
+// waiting out the whole timeout.
+func waitReady(ns *server.Server, fatal <-chan string) error {
+	deadline := time.Now().Add(readyTimeout)
+	for time.Now().Before(deadline) {
+		if ns.ReadyForConnections(50 * time.Millisecond) {
+			return nil
+		}
+		select {
+		case msg := <-fatal:
+			return mulchat.Errorf(mulchat.EUNAVAILABLE, "natsd: the embedded nats-server failed to start: %s", msg)
+		default:
+		}
+	}
+	return mulchat.Errorf(mulchat.EUNAVAILABLE, "natsd: the embedded nats-server did not become ready within %s", readyTimeout)
 }
 
 // ClientURL is the nats:// URL clients connect to.
@@ -173,7 +190,10 @@ func (s *Server) Shutdown() {
 func (s *Server) NATS() *server.Server { return s.ns }
 
 // slogAdapter routes nats-server's logger to slog.
-type slogAdapter struct{ log *slog.Logger }
+type slogAdapter struct {
+	log   *slog.Logger
+	fatal chan string // the first fatal message, for Start
+}
 
 func (l *slogAdapter) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
 func (l *slogAdapter) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
@@ -187,7 +207,12 @@ func (l *slogAdapter) Tracef(format string, v ...any) {
 // process; an embedded server must leave that decision to mulchat, which
 // sees the server stop.
 func (l *slogAdapter) Fatalf(format string, v ...any) {
-	l.log.Error(fmt.Sprintf(format, v...), "fatal", true)
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg, "fatal", true)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
 }
 
 var _ server.Logger = (*slogAdapter)(nil)
