@@ -2,9 +2,9 @@ package natsd
 
 import (
 	"net"
-	"strconv"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
