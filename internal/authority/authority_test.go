@@ -704,7 +704,9 @@ func TestVerifyCreds(t *testing.T) {
 
 	otherKP, _ := nkeys.CreateUser()
 	otherSeed, _ := otherKP.Seed()
-	mismatched, _ := CredsFile(valid.JWT, otherSeed)
+	// CredsFile refuses to pair a JWT with another key's seed, so the file
+	// is edited as an attacker would.
+	mismatched := []byte(strings.Replace(string(valid.Creds), string(valid.Seed), string(otherSeed), 1))
 
 	tamperedJWT := flipChar(valid.JWT, len(valid.JWT)/2)
 	tampered := []byte(strings.Replace(string(valid.Creds), valid.JWT, tamperedJWT, 1))
