@@ -1,8 +1,118 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/mulchat/mulchat"
+	"github.com/mulchat/mulchat/internal/client/chatcli"
+)
+
+// chatPasswordEnv holds the chat password for non-interactive use (the same
+// variable `mulchat user` reads). It is read directly, not through a flag,
+// so that a password never appears in a process listing.
+const chatPasswordEnv = "MULCHAT_PASSWORD"
 
 func newChatCommand(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "chat", Short: "terminal chat client"}
+	o := chatcli.Options{}
+	var natsURLs []string
+	cmd := &cobra.Command{
+		Use:   "chat",
+		Short: "terminal chat client",
+		Long: `Chat in a terminal. The client logs in over the HTTP API, generates its own
+NATS key pair (the seed never leaves this process), obtains a JWT for it,
+connects to NATS, shows the room's recent history and then live messages.
+Lines typed are sent to the current room; /help lists the slash commands.
+
+The password is asked on the terminal without echo, or read from
+$MULCHAT_PASSWORD (for scripts; the input may then be a pipe).`,
+		Example: `  mulchat chat --server http://127.0.0.1:8080 --user alice --room lobby --create
+  MULCHAT_PASSWORD=... mulchat chat --user bob --room lobby < lines.txt`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Username == "" {
+				return mulchat.Errorf(mulchat.EINVALID, "--user is required")
+			}
+			pw, err := chatPassword(cmd.ErrOrStderr(), o.Username, o.Register)
+			if err != nil {
+				return err
+			}
+			o.Password = pw
+			o.NATSURLs = natsURLs
+			o.In = cmd.InOrStdin()
+			o.Out = cmd.OutOrStdout()
+			o.Logger = chatLogger(cmd.ErrOrStderr(), g.logLevel)
+			return chatcli.Run(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.ServerURL, "server", "http://127.0.0.1:8080", "mulchat server URL")
+	f.StringVar(&o.Username, "user", "", "username to log in as")
+	f.StringVar(&o.Room, "room", "", "room to open at start (by name)")
+	f.BoolVar(&o.Create, "create", false, "create the --room (public) if no visible room has that name")
+	f.BoolVar(&o.Register, "register", false, "create the user first (asks the password twice)")
+	f.IntVar(&o.History, "history", 20, "recent messages shown when a room is opened (negative: none)")
+	f.StringSliceVar(&natsURLs, "connect-url", nil, "NATS URL(s) to use instead of those the server hands out")
 	return cmd
+}
+
+// chatPassword reads the password from $MULCHAT_PASSWORD or, without echo,
+// from the terminal.
+func chatPassword(prompt io.Writer, user string, confirm bool) (string, error) {
+	if pw, ok := os.LookupEnv(chatPasswordEnv); ok && pw != "" {
+		return pw, nil
+	}
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return "", mulchat.Errorf(mulchat.EINVALID, "standard input is not a terminal: set %s to give the password", chatPasswordEnv)
+	}
+	read := func(label string) (string, error) {
+		fmt.Fprintf(prompt, "%s", label)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(prompt)
+		if err != nil {
+			return "", mulchat.WrapError(mulchat.EINVALID, err, "reading the password")
+		}
+		return string(b), nil
+	}
+	pw, err := read("Password for " + user + ": ")
+	if err != nil {
+		return "", err
+	}
+	if confirm {
+		again, err := read("Password again: ")
+		if err != nil {
+			return "", err
+		}
+		if again != pw {
+			return "", mulchat.Errorf(mulchat.EINVALID, "the passwords differ")
+		}
+	}
+	if pw == "" {
+		return "", mulchat.Errorf(mulchat.EINVALID, "empty password")
+	}
+	return pw, nil
+}
+
+// chatLogger logs the client library's warnings (and more with
+// --log-level debug) to stderr, apart from the chat output on stdout.
+func chatLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "error":
+		l = slog.LevelError
+	default:
+		// Info lines would interleave with the conversation; the library
+		// logs nothing useful at info level anyway.
+		l = slog.LevelWarn
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }

@@ -1,0 +1,130 @@
+package chatcli_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mulchat/mulchat"
+	"github.com/mulchat/mulchat/internal/client/chatcli"
+	"github.com/mulchat/mulchat/internal/client/clienttest"
+)
+
+const password = "correct horse battery"
+
+// output is a goroutine-safe buffer the chat session prints into.
+type output struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+func (o *output) waitFor(t *testing.T, re string) {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(15 * time.Second)
+	for !rx.MatchString(o.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("output never matched %q:\n%s", re, o.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type running struct {
+	out  *output
+	in   *io.PipeWriter
+	done chan error
+}
+
+func start(t *testing.T, srv *clienttest.Server, o chatcli.Options) *running {
+	t.Helper()
+	pr, pw := io.Pipe()
+	r := &running{out: &output{}, in: pw, done: make(chan error, 1)}
+	o.ServerURL, o.Password, o.In, o.Out, o.Location = srv.URL(), password, pr, r.out, time.UTC
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { r.done <- chatcli.Run(ctx, o) }()
+	t.Cleanup(func() {
+		cancel()
+		pw.Close()
+		<-r.done
+	})
+	return r
+}
+
+func (r *running) say(t *testing.T, lines ...string) {
+	t.Helper()
+	for _, l := range lines {
+		if _, err := io.WriteString(r.in, l+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestTwoTerminalsChat(t *testing.T) {
+	srv := clienttest.Start(t, clienttest.Options{})
+	bob := start(t, srv, chatcli.Options{Username: "bob", Register: true, Room: "lobby", Create: true})
+	bob.out.waitFor(t, `#lobby: no messages yet`)
+	alice := start(t, srv, chatcli.Options{Username: "alice", Register: true, Room: "lobby"})
+	alice.out.waitFor(t, `joined #lobby`)
+
+	alice.say(t, "hello from alice", "evil \x1b[2J clear", "/who")
+	bob.out.waitFor(t, `(?m)^\d\d:\d\d alice: hello from alice$`)
+	bob.out.waitFor(t, "(?m)^\\d\\d:\\d\\d alice: evil \uFFFD\\[2J clear$")
+	alice.out.waitFor(t, `#lobby: 2 members: alice, bob \(owner\)`)
+
+	bob.say(t, "hi alice", "/rooms", "/history 5", "/nonsense", "//slash")
+	alice.out.waitFor(t, `(?m)^\d\d:\d\d bob: hi alice$`)
+	bob.out.waitFor(t, `(?m)^\* #lobby \(public, owner\)$`)
+	bob.out.waitFor(t, `#lobby: last 3 messages`)
+	bob.out.waitFor(t, `! unknown command /nonsense`)
+	alice.out.waitFor(t, `(?m)^\d\d:\d\d bob: /slash$`)
+	if strings.Contains(bob.out.String()+alice.out.String(), password) {
+		t.Error("a password was printed")
+	}
+
+	alice.say(t, "/quit")
+	if err := <-alice.done; err != nil {
+		t.Errorf("alice's session ended with %v", err)
+	}
+	alice.done <- nil // for the cleanup
+}
+
+func TestChatStartErrors(t *testing.T) {
+	srv := clienttest.Start(t, clienttest.Options{})
+	tests := []struct {
+		name string
+		o    chatcli.Options
+		code string
+	}{
+		{"unknown user", chatcli.Options{Username: "nobody"}, mulchat.EUNAUTHORIZED},
+		{"missing room without --create", chatcli.Options{Username: "dave", Register: true, Room: "nowhere"}, mulchat.ENOTFOUND},
+		{"invalid room name", chatcli.Options{Username: "erin", Register: true, Room: "No Spaces", Create: true}, mulchat.EINVALID},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.o
+			o.ServerURL, o.Password, o.In, o.Out = srv.URL(), password, strings.NewReader(""), io.Discard
+			err := chatcli.Run(context.Background(), o)
+			if got := mulchat.ErrorCode(err); got != tt.code {
+				t.Fatalf("Run: %v (code %q), want %q", err, got, tt.code)
+			}
+		})
+	}
+}
