@@ -107,7 +107,17 @@ the revocation reaches NATS when mulchat next starts.`,
 				fmt.Fprintf(w, "expires:    %s\n", v.ExpiresAt.UTC().Format(time.RFC3339))
 				fmt.Fprintf(w, "expired: %t  revoked: %t  current: %t\n", v.Expired, v.Revoked, v.Current)
 				if !v.Valid() {
-					return mulchat.Errorf(mulchat.EINVALID, "credential is not valid: %s", strings.Join(v.Problems, "; "))
+					problems := append([]string(nil), v.Problems...)
+					if v.Revoked {
+						problems = append(problems, "it has been revoked")
+					}
+					if v.Expired {
+						problems = append(problems, "it has expired")
+					}
+					if !v.Current {
+						problems = append(problems, "it is not the user's current credential")
+					}
+					return mulchat.Errorf(mulchat.EINVALID, "credential is not valid: %s", strings.Join(problems, "; "))
 				}
 				fmt.Fprintln(w, "valid")
 				return nil
