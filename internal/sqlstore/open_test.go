@@ -68,6 +68,7 @@ func TestOpenErrors(t *testing.T) {
 				db.Close()
 			}
 			wantCode(t, err, tt.code)
+			t.Logf("message: %s", mulchat.ErrorMessage(err))
 			if strings.Contains(mulchat.ErrorMessage(err), "secretpw") {
 				t.Fatalf("message leaks the password: %q", mulchat.ErrorMessage(err))
 			}
@@ -166,5 +167,16 @@ func TestLegacySQLiteTimestamps(t *testing.T) {
 	mustNil(t, rows.Err())
 	if len(got) != 2 || !got[0].Valid || !got[0].Time.Equal(time.Date(2024, 1, 2, 3, 4, 5, 123456000, time.UTC)) || got[1].Valid {
 		t.Fatalf("DATETIME column read as %+v", got)
+	}
+}
+
+func TestOpenMissingPostgresDatabase(t *testing.T) {
+	url := sqltest.NewPostgresDatabaseURL(t)
+	missing := strings.Replace(url, "mulchat_test_", "mulchat_missing_", 1)
+	_, err := sqlstore.Open(context.Background(), missing)
+	wantCode(t, err, mulchat.EUNAVAILABLE)
+	t.Logf("message: %s", mulchat.ErrorMessage(err))
+	if msg := mulchat.ErrorMessage(err); !strings.Contains(msg, "does not exist") {
+		t.Fatalf("message = %q, want the server's reason", msg)
 	}
 }

@@ -73,11 +73,28 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.Ping(ctx); err != nil {
+	if err := db.sql.PingContext(ctx); err != nil {
 		db.sql.Close()
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("sqlstore: open: %w", ctx.Err())
+		}
+		return nil, mulchat.WrapError(mulchat.EUNAVAILABLE, err, "cannot connect to the database: "+innermost(err))
 	}
 	return db, nil
+}
+
+// innermost returns the text of the last error in err's chain: the server's
+// or the operating system's own reason ("connection refused", "database
+// \"x\" does not exist"), which names no secret (pgx redacts passwords from
+// its connection errors) and tells the operator what to fix.
+func innermost(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
 }
 
 func newDB(sqlDB *sql.DB, dialect string) *DB {

@@ -1,0 +1,78 @@
+package sqlstore_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+
+	"github.com/mulchat/mulchat"
+	"github.com/mulchat/mulchat/internal/sqlstore"
+	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+)
+
+// forEachDBBench runs fn as the sub-benchmarks "sqlite" and "postgres", each
+// on a fresh migrated database.
+func forEachDBBench(b *testing.B, fn func(b *testing.B, db *sqlstore.DB)) {
+	b.Run("sqlite", func(b *testing.B) { fn(b, sqltest.OpenSQLite(b)) })
+	b.Run("postgres", func(b *testing.B) { fn(b, sqltest.OpenPostgres(b)) })
+}
+
+func BenchmarkCreateUser(b *testing.B) {
+	forEachDBBench(b, func(b *testing.B, db *sqlstore.DB) {
+		ctx := context.Background()
+		i := 0
+		for b.Loop() {
+			i++
+			u := &mulchat.User{Username: "user" + strconv.Itoa(i), HashedPassword: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", IsActive: true}
+			if err := db.CreateUser(ctx, u); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkUserByUsername(b *testing.B) {
+	forEachDBBench(b, func(b *testing.B, db *sqlstore.DB) {
+		ctx := context.Background()
+		const n = 1000
+		for i := range n {
+			u := &mulchat.User{Username: "user" + strconv.Itoa(i), HashedPassword: "h", IsActive: true}
+			if err := db.CreateUser(ctx, u); err != nil {
+				b.Fatal(err)
+			}
+		}
+		i := 0
+		for b.Loop() {
+			i++
+			if _, err := db.UserByUsername(ctx, "user"+strconv.Itoa(i%n)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkUserByUsernameParallel measures lookups from many goroutines, where
+// SQLite's WAL readers and PostgreSQL's pool run side by side.
+func BenchmarkUserByUsernameParallel(b *testing.B) {
+	forEachDBBench(b, func(b *testing.B, db *sqlstore.DB) {
+		ctx := context.Background()
+		const n = 1000
+		for i := range n {
+			u := &mulchat.User{Username: "user" + strconv.Itoa(i), HashedPassword: "h", IsActive: true}
+			if err := db.CreateUser(ctx, u); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				i++
+				if _, err := db.UserByUsername(ctx, "user"+strconv.Itoa(i%n)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
