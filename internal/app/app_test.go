@@ -1,0 +1,121 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mulchat/mulchat/internal/app"
+	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+func post(t *testing.T, url, token string, body any) (int, map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", url, bytes.NewReader(b))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	return resp.StatusCode, m
+}
+
+// TestStartServeClose starts a whole server on free ports, on SQLite and on
+// PostgreSQL, registers a user over HTTP, gets a credential for a key the
+// client holds, connects to the embedded NATS server with it, and closes.
+func TestStartServeClose(t *testing.T) {
+	for _, dbName := range []string{"sqlite", "postgres"} {
+		t.Run(dbName, func(t *testing.T) {
+			cfg := app.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSPort: -1, NATSWSPort: -1}
+			if dbName == "postgres" {
+				cfg.DatabaseURL = sqltest.NewPostgresDatabaseURL(t)
+			}
+			ctx := context.Background()
+			m, err := app.Start(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			base := m.HTTPURL()
+			resp, err := http.Get(base + "/readyz")
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("readyz: %v %v", resp, err)
+			}
+			resp.Body.Close()
+			if st, _ := post(t, base+"/api/v1/users", "", map[string]any{"username": "alice", "password": "correct horse battery"}); st != 201 {
+				t.Fatalf("register: %d", st)
+			}
+			_, login := post(t, base+"/api/v1/login", "", map[string]any{"username": "alice", "password": "correct horse battery"})
+			token, _ := login["token"].(string)
+			kp, _ := nkeys.CreateUser()
+			pub, _ := kp.PublicKey()
+			st, cred := post(t, base+"/api/v1/me/credentials", token, map[string]any{"public_key": pub})
+			if st != 201 {
+				t.Fatalf("issue: %d %v", st, cred)
+			}
+			urls, _ := cred["nats_urls"].([]any)
+			if len(urls) != 2 || !strings.HasPrefix(urls[0].(string), "nats://") || !strings.HasPrefix(urls[1].(string), "ws://") {
+				t.Fatalf("nats_urls %v", urls)
+			}
+			nc, err := nats.Connect(urls[0].(string), nats.UserJWT(
+				func() (string, error) { return cred["jwt"].(string), nil },
+				func(nonce []byte) ([]byte, error) { return kp.Sign(nonce) }), nats.NoReconnect())
+			if err != nil {
+				t.Fatalf("connecting with the issued JWT: %v", err)
+			}
+			nc.Close()
+			if err := m.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+		})
+	}
+}
+
+// TestRestartKeepsKeys restarts on the same data directory: the master key
+// file and the operator are reused, and the issued credential stays valid.
+func TestRestartKeepsKeys(t *testing.T) {
+	dir := t.TempDir()
+	cfg := app.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", NATSPort: -1}
+	m, err := app.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := m.Authority.OperatorJWT()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := app.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	defer m2.Close()
+	if m2.Authority.OperatorJWT() != op {
+		t.Fatal("the operator changed across a restart")
+	}
+}
+
+// TestNoMigrateRefusesFreshDatabase: with NoMigrate, an unmigrated database
+// is a clear error, not a crash.
+func TestNoMigrateRefusesFreshDatabase(t *testing.T) {
+	cfg := app.Config{DataDir: t.TempDir(), DatabaseURL: filepath.Join(t.TempDir(), "x.db"), HTTPAddr: "127.0.0.1:0", NATSPort: -1, NoMigrate: true}
+	m, err := app.Start(context.Background(), cfg)
+	if err == nil {
+		m.Close()
+		t.Fatal("started on an unmigrated database")
+	}
+	t.Logf("error: %v", err)
+}
