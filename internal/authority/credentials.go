@@ -48,17 +48,8 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		if seed, err = kp.Seed(); err != nil {
 			return nil, mulchat.WrapError(mulchat.EINTERNAL, err, "cannot read the generated seed")
 		}
-	} else {
-		if !nkeys.IsValidPublicUserKey(publicKey) {
-			return nil, mulchat.Errorf(mulchat.EINVALID, "public_key must be a NATS user public key (56 characters starting with U)")
-		}
-		revoked, err := a.keyRevoked(ctx, a.chat.id, publicKey)
-		if err != nil {
-			return nil, err
-		}
-		if revoked {
-			return nil, errKeyRevoked()
-		}
+	} else if !nkeys.IsValidPublicUserKey(publicKey) {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "public_key must be a NATS user public key (56 characters starting with U)")
 	}
 
 	// Read and sign outside the transaction: signing is the expensive part,
@@ -70,6 +61,17 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 	}
 	if !u.IsActive {
 		return nil, errUserDisabled()
+	}
+	// A client key must not be one revoked before. Re-issuing the user's
+	// current, unrevoked key (a client refreshing its JWT) needs no lookup.
+	if seed == nil && (u.NATS.PublicKey != publicKey || u.NATS.ExpiredAt != nil) {
+		revoked, err := a.keyRevoked(ctx, a.chat.id, publicKey)
+		if err != nil {
+			return nil, err
+		}
+		if revoked {
+			return nil, errKeyRevoked()
+		}
 	}
 	grants, err := a.store.ListUserPermissions(ctx, userID)
 	if err != nil {
