@@ -21,6 +21,7 @@ import (
 	"github.com/mulchat/mulchat/internal/authority"
 	"github.com/mulchat/mulchat/internal/httpapi"
 	"github.com/mulchat/mulchat/internal/natsd"
+	"github.com/mulchat/mulchat/internal/router"
 	"github.com/mulchat/mulchat/internal/sqlstore"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,6 +97,7 @@ type Main struct {
 	publicURLs []string // URLs handed to clients
 	chatConn   *nats.Conn
 	sysConn    *nats.Conn
+	router     *router.Router
 
 	listener   net.Listener
 	httpServer *http.Server
@@ -357,11 +359,24 @@ func (m *Main) connectServices(ctx context.Context) error {
 
 // startRealtime starts the router and the tracker and hands them to the API.
 func (m *Main) startRealtime(ctx context.Context) error {
-	// TODO(realtime): start internal/router (router.New(router.Config{Store,
-	// Conn: m.chatConn, Logger, Registerer: m.Registry}).Start(ctx)) and
-	// internal/tracker (SysConn: m.sysConn), keep them on Main for Close, set
-	// m.Authority.SetKicker(tracker.KickUser) and pass them to the API as
-	// History, Membership and Sessions.
+	r, err := router.New(router.Config{
+		Store:            m.Store,
+		Conn:             m.chatConn,
+		Logger:           m.logger,
+		Registerer:       m.Registry,
+		AccountPublicKey: m.Authority.ChatAccountPublicKey(),
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	m.router = r
+	// TODO(realtime): start internal/tracker (tracker.New(tracker.Config{
+	// Store, SysConn: m.sysConn, Logger}).Start(ctx)), keep it on Main for
+	// Close, set m.Authority.SetKicker(t.KickUser) and pass it to the API as
+	// Sessions.
 	return nil
 }
 
@@ -381,9 +396,11 @@ func (m *Main) startHTTP() error {
 		static = m.cfg.Web(m.NATSURLs())
 	}
 	api, err := httpapi.New(httpapi.Config{
-		Store:     m.Store,
-		Authority: CredentialAuthority(m.Authority),
-		// History, Membership, Sessions: see startRealtime.
+		Store:      m.Store,
+		Authority:  CredentialAuthority(m.Authority),
+		History:    m.router,
+		Membership: m.router,
+		// Sessions: see startRealtime.
 		NATSURLs:  m.NATSURLs,
 		Ready:     m.ready,
 		Logger:    m.logger,
@@ -490,7 +507,12 @@ func (m *Main) close() error {
 			errs = append(errs, err)
 		}
 	}
-	// TODO(realtime): close the router and the tracker here.
+	// TODO(realtime): close the tracker here.
+	if m.router != nil {
+		if err := m.router.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, nc := range []*nats.Conn{m.chatConn, m.sysConn} {
 		if nc != nil {
 			if err := nc.Drain(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -78,6 +79,23 @@ func TestStartServeClose(t *testing.T) {
 				t.Fatalf("connecting with the issued JWT: %v", err)
 			}
 			nc.Close()
+
+			// History is served by the router.
+			st, room := post(t, base+"/api/v1/rooms", token, map[string]any{"name": "general"})
+			if st != 201 {
+				t.Fatalf("create room: %d %v", st, room)
+			}
+			req, _ := http.NewRequest("GET", base+"/api/v1/rooms/"+strconv.Itoa(int(room["id"].(float64)))+"/messages", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			hr, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(hr.Body)
+			hr.Body.Close()
+			if hr.StatusCode != 200 || !strings.Contains(string(body), `"messages":[]`) {
+				t.Fatalf("history: %d %s", hr.StatusCode, body)
+			}
 			if err := m.Close(); err != nil {
 				t.Fatalf("close: %v", err)
 			}
