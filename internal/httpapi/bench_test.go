@@ -1,0 +1,161 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mulchat/mulchat/internal/httpapi"
+	"github.com/mulchat/mulchat/internal/password"
+	"github.com/mulchat/mulchat/internal/sqlstore"
+	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+)
+
+// The benchmarks of issue 2 (figures in BENCHMARKS.md): credential issuance
+// end to end over HTTP next to a raw jwt.UserClaims.Encode, and login next to
+// one argon2id hash, on SQLite and PostgreSQL.
+//
+//	go test -run '^$' -bench . -benchtime 3s ./internal/httpapi/
+
+func forEachDB(b *testing.B, fn func(b *testing.B, db *sqlstore.DB)) {
+	b.Run("sqlite", func(b *testing.B) { fn(b, sqltest.OpenSQLite(b)) })
+	b.Run("postgres", func(b *testing.B) { fn(b, sqltest.OpenPostgres(b)) })
+}
+
+func noLimit(c *httpapi.Config) {
+	c.LoginRate = httpapi.LoginRate{PerUsername: -1, PerAddress: -1}
+}
+
+// BenchmarkIssueCredentialHTTP: POST /api/v1/me/credentials with the
+// client's own public key (the recommended flow; re-issuing the current key,
+// as a client refreshing its JWT does).
+func BenchmarkIssueCredentialHTTP(b *testing.B) {
+	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
+		e := newEnvWithLogger(b, db, nil, noLimit)
+		token, _ := e.register(b, "alice")
+		kp, _ := nkeys.CreateUser()
+		pub, _ := kp.PublicKey()
+		body := map[string]any{"public_key": pub}
+		for b.Loop() {
+			if r := e.do(b, "POST", "/api/v1/me/credentials", token, body); r.status != 201 {
+				b.Fatalf("issue: %d %s", r.status, r.raw)
+			}
+		}
+	})
+}
+
+// BenchmarkIssueGeneratedCredentialHTTP: POST /api/v1/me/credentials with a
+// server-generated key pair: each issue also revokes the previous key in the
+// account JWT (the worst case).
+func BenchmarkIssueGeneratedCredentialHTTP(b *testing.B) {
+	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
+		e := newEnvWithLogger(b, db, nil, noLimit)
+		token, _ := e.register(b, "alice")
+		for b.Loop() {
+			if r := e.do(b, "POST", "/api/v1/me/credentials", token, nil); r.status != 201 {
+				b.Fatalf("issue: %d %s", r.status, r.raw)
+			}
+		}
+	})
+}
+
+// BenchmarkUserClaimsEncode is the raw cost of signing a user JWT with the
+// permission set mulchat uses, the baseline for the issuance figures.
+func BenchmarkUserClaimsEncode(b *testing.B) {
+	account, _ := nkeys.CreateAccount()
+	accountPub, _ := account.PublicKey()
+	signer, _ := nkeys.CreateAccount()
+	user, _ := nkeys.CreateUser()
+	pub, _ := user.PublicKey()
+	for b.Loop() {
+		uc := jwt.NewUserClaims(pub)
+		uc.Name = "alice"
+		uc.IssuerAccount = accountPub
+		uc.Expires = time.Now().Add(24 * time.Hour).Unix()
+		uc.Pub.Allow.Add("chat.send.*.1", "chat.api.1.>")
+		uc.Sub.Allow.Add("chat.user.1.>", "_INBOX.1.>")
+		uc.Limits.Payload = 64 * 1024
+		uc.Limits.Subs = 100
+		if _, err := uc.Encode(signer); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLoginHTTP: POST /api/v1/login with the right password (the
+// limiter off), one argon2id verification plus a token insert.
+func BenchmarkLoginHTTP(b *testing.B) {
+	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
+		e := newEnvWithLogger(b, db, nil, noLimit)
+		e.register(b, "alice")
+		body := map[string]any{"username": "alice", "password": testPassword}
+		for b.Loop() {
+			if r := e.do(b, "POST", "/api/v1/login", "", body); r.status != 200 {
+				b.Fatalf("login: %d %s", r.status, r.raw)
+			}
+		}
+	})
+}
+
+// BenchmarkArgon2id is one argon2id hash at the chosen parameters, the
+// baseline for the login figures.
+func BenchmarkArgon2id(b *testing.B) {
+	for b.Loop() {
+		if _, err := password.Hash(testPassword); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIssueCredentialHTTPParallel: as BenchmarkIssueCredentialHTTP with
+// concurrent clients (4 per CPU), each its own user and key; throughput next
+// to BenchmarkUserClaimsEncodeParallel.
+func BenchmarkIssueCredentialHTTPParallel(b *testing.B) {
+	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
+		e := newEnvWithLogger(b, db, nil, noLimit)
+		const clients = 8
+		type client struct {
+			token string
+			body  map[string]any
+		}
+		pool := make(chan client, clients)
+		for i := range clients {
+			token, _ := e.register(b, fmt.Sprintf("user%d", i))
+			kp, _ := nkeys.CreateUser()
+			pub, _ := kp.PublicKey()
+			pool <- client{token, map[string]any{"public_key": pub}}
+		}
+		b.SetParallelism(4)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			c := <-pool
+			defer func() { pool <- c }()
+			for pb.Next() {
+				if r := e.do(b, "POST", "/api/v1/me/credentials", c.token, c.body); r.status != 201 {
+					b.Errorf("issue: %d %s", r.status, r.raw)
+					return
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkUserClaimsEncodeParallel(b *testing.B) {
+	signer, _ := nkeys.CreateAccount()
+	user, _ := nkeys.CreateUser()
+	pub, _ := user.PublicKey()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			uc := jwt.NewUserClaims(pub)
+			uc.Expires = time.Now().Add(24 * time.Hour).Unix()
+			uc.Pub.Allow.Add("chat.send.*.1", "chat.api.1.>")
+			uc.Sub.Allow.Add("chat.user.1.>", "_INBOX.1.>")
+			if _, err := uc.Encode(signer); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
