@@ -2,24 +2,15 @@
 // SQLite in a temporary directory, the embedded operator-mode nats-server on a
 // random port, the HTTP API on 127.0.0.1:0) for the tests of the client, the
 // terminal client and the bench.
-//
-// While internal/app does not yet start the router, Start adds a minimal
-// stand-in that answers sends and history requests the way DESIGN.md
-// describes (membership checked against the real store, messages kept in
-// memory, deliveries published to chat.user.<uid>.msg). It is started only
-// when no router answers, so the tests exercise the real router as soon as
-// the app runs one.
 package clienttest
 
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -38,8 +29,6 @@ type Server struct {
 	// Service is a chat-account service connection, for tests that publish
 	// or observe raw NATS traffic.
 	Service *nats.Conn
-	// StandIn reports whether the stand-in router runs (no real router).
-	StandIn bool
 }
 
 // Options tune Start; the zero value is fine.
@@ -78,130 +67,16 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatalf("connect test service user: %v", err)
 	}
 	t.Cleanup(svc.Close)
-	s := &Server{Main: m, Service: svc}
-	if _, err := svc.Request(mulchat.SendSubject(0, 0), []byte(`{}`), 2*time.Second); errors.Is(err, nats.ErrNoResponders) {
-		s.StandIn = true
-		startStandIn(t, m, svc)
+	// The client tests are about the real thing: fail early and clearly if
+	// the app runs no router.
+	if _, err := svc.Request(mulchat.SendSubject(0, 0), []byte(`{}`), 5*time.Second); errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("the app runs no router: nobody answers %s", mulchat.SendSubject(0, 0))
 	}
-	return s
+	return &Server{Main: m, Service: svc}
 }
 
 // URL is the server's HTTP base URL.
 func (s *Server) URL() string { return s.Main.HTTPURL() }
-
-// standIn is the minimal router used while the app runs none.
-type standIn struct {
-	m  *app.Main
-	nc *nats.Conn
-
-	mu    sync.Mutex
-	seq   uint64
-	rooms map[int64][]mulchat.Message
-	byID  map[string]mulchat.Message // room/sender/client_msg_id → stored message
-}
-
-func startStandIn(t testing.TB, m *app.Main, nc *nats.Conn) {
-	r := &standIn{m: m, nc: nc, rooms: map[int64][]mulchat.Message{}, byID: map[string]mulchat.Message{}}
-	for subj, h := range map[string]nats.MsgHandler{"chat.send.*.*": r.send, "chat.api.*.history": r.history} {
-		sub, err := nc.QueueSubscribe(subj, "clienttest-standin", h)
-		if err != nil {
-			t.Fatalf("stand-in router: %v", err)
-		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatalf("stand-in router: %v", err)
-	}
-}
-
-func replyError(m *nats.Msg, code, msg string) {
-	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-	_ = m.Respond(b)
-}
-
-func (r *standIn) send(m *nats.Msg) {
-	tok := strings.Split(m.Subject, ".")
-	roomID, _ := strconv.ParseInt(tok[2], 10, 64)
-	uid, _ := strconv.ParseInt(tok[3], 10, 64)
-	var req struct {
-		Text        string `json:"text"`
-		ClientMsgID string `json:"client_msg_id"`
-	}
-	if err := json.Unmarshal(m.Data, &req); err != nil || req.Text == "" {
-		replyError(m, mulchat.EINVALID, "bad message")
-		return
-	}
-	ctx := context.Background()
-	mem, err := r.m.Store.RoomMember(ctx, roomID, uid)
-	if err != nil || !mem.CanSend() {
-		replyError(m, mulchat.EFORBIDDEN, "not a member of this room")
-		return
-	}
-	r.mu.Lock()
-	key := tok[2] + "/" + tok[3] + "/" + req.ClientMsgID
-	msg, dup := r.byID[key]
-	if !dup {
-		r.seq++
-		msg = mulchat.Message{RoomID: roomID, Seq: r.seq, Sender: mulchat.Sender{ID: uid, Username: mem.Username},
-			Text: req.Text, SentAt: time.Now().UTC(), ClientMsgID: req.ClientMsgID}
-		r.rooms[roomID] = append(r.rooms[roomID], msg)
-		if req.ClientMsgID != "" {
-			r.byID[key] = msg
-		}
-	}
-	r.mu.Unlock()
-	ack, _ := json.Marshal(map[string]any{"seq": msg.Seq, "sent_at": msg.SentAt})
-	_ = m.Respond(ack)
-	if dup {
-		return
-	}
-	members, err := r.m.Store.ListRoomMembers(ctx, roomID)
-	if err != nil {
-		return
-	}
-	body, _ := json.Marshal(msg)
-	for _, mm := range members {
-		_ = r.nc.Publish(mulchat.UserSubject(mm.UserID, "msg"), body)
-	}
-}
-
-func (r *standIn) history(m *nats.Msg) {
-	tok := strings.Split(m.Subject, ".")
-	uid, _ := strconv.ParseInt(tok[2], 10, 64)
-	var req struct {
-		RoomID int64  `json:"room_id"`
-		Before uint64 `json:"before"`
-		Limit  int    `json:"limit"`
-	}
-	if err := json.Unmarshal(m.Data, &req); err != nil {
-		replyError(m, mulchat.EINVALID, "bad request")
-		return
-	}
-	if _, err := r.m.Store.RoomMember(context.Background(), req.RoomID, uid); err != nil {
-		replyError(m, mulchat.EFORBIDDEN, "not a member of this room")
-		return
-	}
-	if req.Limit <= 0 || req.Limit > 100 {
-		req.Limit = 50
-	}
-	r.mu.Lock()
-	var page []mulchat.Message
-	all := r.rooms[req.RoomID]
-	for i := len(all) - 1; i >= 0 && len(page) < req.Limit; i-- {
-		if req.Before == 0 || all[i].Seq < req.Before {
-			page = append(page, all[i])
-		}
-	}
-	r.mu.Unlock()
-	for i, j := 0, len(page)-1; i < j; i, j = i+1, j-1 {
-		page[i], page[j] = page[j], page[i]
-	}
-	if page == nil {
-		page = []mulchat.Message{}
-	}
-	b, _ := json.Marshal(map[string]any{"messages": page})
-	_ = m.Respond(b)
-}
 
 // Proxy is a TCP proxy in front of NATS whose connections a test can cut,
 // to make a client lose its connection while others keep theirs.
