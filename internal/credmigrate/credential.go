@@ -1,0 +1,366 @@
+package credmigrate
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"hash"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/mulchat/mulchat/internal/password"
+)
+
+func defaultHash(pw string) (string, error) { return password.Hash(pw) }
+
+// cred is one credential: a legacy row's seven fields, or a user's seven
+// users.nats_* columns. Times are UTC, truncated to the microsecond (both
+// databases keep microseconds).
+type cred struct {
+	JWT              sql.NullString
+	SeedHash         sql.NullString
+	PublicKey        sql.NullString
+	AccountID        sql.NullInt64
+	AccountPublicKey sql.NullString
+	ExpiresAt        nullTime
+	ExpiredAt        nullTime
+}
+
+// fieldNames are the seven columns, in cred's order, as users names them.
+var fieldNames = [7]string{"nats_jwt", "nats_seed_hash", "nats_public_key", "nats_account_id",
+	"nats_account_public_key", "nats_expires_at", "nats_expired_at"}
+
+// legacyNames are the same seven columns in nats_user_credentials.
+var legacyNames = [7]string{"jwt", "seed_hash", "public_key", "account_id",
+	"account_public_key", "expires_at", "expired_at"}
+
+func (c *cred) empty() bool {
+	return !c.JWT.Valid && !c.SeedHash.Valid && !c.PublicKey.Valid && !c.AccountID.Valid &&
+		!c.AccountPublicKey.Valid && !c.ExpiresAt.Valid && !c.ExpiredAt.Valid
+}
+
+// diff returns the names of the columns in which a and b differ.
+func (a *cred) diff(b *cred) []string {
+	var d []string
+	if a.JWT != b.JWT {
+		d = append(d, fieldNames[0])
+	}
+	if a.SeedHash != b.SeedHash {
+		d = append(d, fieldNames[1])
+	}
+	if a.PublicKey != b.PublicKey {
+		d = append(d, fieldNames[2])
+	}
+	if a.AccountID != b.AccountID {
+		d = append(d, fieldNames[3])
+	}
+	if a.AccountPublicKey != b.AccountPublicKey {
+		d = append(d, fieldNames[4])
+	}
+	if !a.ExpiresAt.equal(b.ExpiresAt) {
+		d = append(d, fieldNames[5])
+	}
+	if !a.ExpiredAt.equal(b.ExpiredAt) {
+		d = append(d, fieldNames[6])
+	}
+	return d
+}
+
+func (a *cred) equal(b *cred) bool { return len(a.diff(b)) == 0 }
+
+// normalized returns c as mulchat stores it: a raw nkey seed in SeedHash
+// becomes its SHA-256 (mulchat never stores a seed).
+func (c cred) normalized() cred {
+	if c.SeedHash.Valid && isSeed(c.SeedHash.String) {
+		c.SeedHash.String = seedHash(c.SeedHash.String)
+	}
+	return c
+}
+
+// isSeed reports whether s is a raw nkey seed ("S…" that decodes as one).
+func isSeed(s string) bool {
+	if len(s) < 50 || s[0] != 'S' {
+		return false
+	}
+	_, _, err := nkeys.DecodeSeed([]byte(s))
+	return err == nil
+}
+
+// seedHash is what mulchat keeps of a seed: the hex SHA-256 of its text form.
+func seedHash(seed string) string {
+	sum := sha256.Sum256([]byte(seed))
+	return hex.EncodeToString(sum[:])
+}
+
+// writeDigest feeds c's canonical encoding to h.
+func (c *cred) writeDigest(h hash.Hash, userID int64) {
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], uint64(userID))
+	h.Write(buf[:])
+	str := func(s sql.NullString) {
+		if !s.Valid {
+			h.Write([]byte{0})
+			return
+		}
+		binary.BigEndian.PutUint64(buf[:], uint64(len(s.String)))
+		h.Write([]byte{1})
+		h.Write(buf[:])
+		h.Write([]byte(s.String))
+	}
+	tm := func(t nullTime) {
+		if !t.Valid {
+			h.Write([]byte{0})
+			return
+		}
+		h.Write([]byte{1})
+		binary.BigEndian.PutUint64(buf[:], uint64(t.Time.UnixMicro()))
+		h.Write(buf[:])
+	}
+	str(c.JWT)
+	str(c.SeedHash)
+	str(c.PublicKey)
+	if c.AccountID.Valid {
+		h.Write([]byte{1})
+		binary.BigEndian.PutUint64(buf[:], uint64(c.AccountID.Int64))
+		h.Write(buf[:])
+	} else {
+		h.Write([]byte{0})
+	}
+	str(c.AccountPublicKey)
+	tm(c.ExpiresAt)
+	tm(c.ExpiredAt)
+}
+
+// nullTime is a nullable timestamp read from either database: a time.Time
+// (PostgreSQL) or SQLAlchemy's / mulchat's text form (SQLite).
+type nullTime struct {
+	Time  time.Time
+	Valid bool
+}
+
+// SQLiteTimeFormat is the text form of timestamps on SQLite, both in the
+// legacy app (SQLAlchemy) and in mulchat.
+const SQLiteTimeFormat = "2006-01-02 15:04:05.000000"
+
+var timeFormats = [...]string{
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02T15:04:05.999999999Z07:00",
+	"2006-01-02 15:04:05.999999999 -0700 MST",
+	"2006-01-02",
+}
+
+func (n *nullTime) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		*n = nullTime{}
+		return nil
+	case time.Time:
+		*n = nullTime{Time: x.UTC().Truncate(time.Microsecond), Valid: true}
+		return nil
+	case []byte:
+		return n.parse(string(x))
+	case string:
+		return n.parse(x)
+	case int64:
+		*n = nullTime{Time: time.Unix(x, 0).UTC(), Valid: true}
+		return nil
+	}
+	return errorf("cannot read %T as a timestamp", v)
+}
+
+func (n *nullTime) parse(s string) error {
+	s = strings.TrimSpace(s)
+	for _, f := range timeFormats {
+		if t, err := time.Parse(f, s); err == nil {
+			*n = nullTime{Time: t.UTC().Truncate(time.Microsecond), Valid: true}
+			return nil
+		}
+	}
+	return errorf("cannot read %q as a timestamp", s)
+}
+
+func (n nullTime) equal(o nullTime) bool {
+	return n.Valid == o.Valid && (!n.Valid || n.Time.Equal(o.Time))
+}
+
+// value is the statement argument for n on dialect.
+func (n nullTime) value(dialect string) any {
+	if !n.Valid {
+		return nil
+	}
+	if dialect == SQLite {
+		return n.Time.UTC().Format(SQLiteTimeFormat)
+	}
+	return n.Time.UTC()
+}
+
+// claims is what the migration reads from a user JWT, without checking its
+// signature (ranking and the subject check need no more; mulchat verifies
+// signatures where it trusts a credential).
+type claims struct {
+	ok       bool   // the JWT decoded
+	IssuedAt int64  `json:"iat"`
+	Subject  string `json:"sub"`
+	Issuer   string `json:"iss"`
+}
+
+// decodeClaims reads the payload of a JWT. Decoding only the payload, not
+// verifying the Ed25519 signature, keeps a million rows cheap.
+func decodeClaims(token string) claims {
+	first := strings.IndexByte(token, '.')
+	if first < 0 {
+		return claims{}
+	}
+	rest := token[first+1:]
+	second := strings.IndexByte(rest, '.')
+	if second < 0 || strings.IndexByte(rest[second+1:], '.') >= 0 {
+		return claims{}
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(rest[:second])
+	if err != nil {
+		return claims{}
+	}
+	var c claims
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if err := dec.Decode(&c); err != nil || c.Subject == "" || c.IssuedAt <= 0 {
+		return claims{}
+	}
+	c.ok = true
+	return c
+}
+
+// legacyRow is one nats_user_credentials row.
+type legacyRow struct {
+	ID     int64
+	UserID int64
+	cred
+	claims claims
+}
+
+// valid reports whether the row's JWT decodes and names the row's key.
+func (r *legacyRow) valid() bool {
+	return r.claims.ok && r.PublicKey.Valid && r.claims.Subject == r.PublicKey.String
+}
+
+// better reports whether a ranks before b: a valid JWT first, then the later
+// issued-at, then the higher id.
+func better(a, b *legacyRow) bool {
+	if a.valid() != b.valid() {
+		return a.valid()
+	}
+	if a.claims.IssuedAt != b.claims.IssuedAt {
+		return a.claims.IssuedAt > b.claims.IssuedAt
+	}
+	return a.ID > b.ID
+}
+
+// winner returns the row that becomes the user's credential.
+func winner(rows []*legacyRow) *legacyRow {
+	var w *legacyRow
+	for _, r := range rows {
+		if w == nil || better(r, w) {
+			w = r
+		}
+	}
+	return w
+}
+
+// Per-user outcomes, used in reports and logs.
+const (
+	actionCopy          = "copy"           // users.nats_* was empty: legacy credential copied
+	actionSame          = "same"           // already equal: nothing to write
+	actionUpdate        = "update"         // same credential, legacy fields newer (e.g. revoked since)
+	actionKeepNewer     = "keep_newer"     // users.nats_* holds a credential issued later: kept
+	actionReplaceOlder  = "replace_older"  // users.nats_* held an older credential: replaced
+	actionReplaceLegacy = "replace_legacy" // --on-conflict legacy replaced a different credential
+)
+
+// decision is what the migration does for one user.
+type decision struct {
+	action string
+	target cred // the credential users.nats_* must hold afterwards
+	write  bool
+}
+
+// decide computes the target credential of a user from its current columns
+// u and its winning legacy row w.
+func decide(u *cred, w *legacyRow, policy string) decision {
+	want := w.cred.normalized()
+	switch {
+	case u.empty():
+		return decision{action: actionCopy, target: want, write: true}
+	case u.equal(&want):
+		return decision{action: actionSame, target: want}
+	case sameCredential(u, &want):
+		// The same JWT on both sides: take the legacy fields, but never undo
+		// a revocation mulchat recorded after copying.
+		t := want
+		if !t.ExpiredAt.Valid && u.ExpiredAt.Valid {
+			t.ExpiredAt = u.ExpiredAt
+		}
+		if t.equal(u) {
+			return decision{action: actionSame, target: t}
+		}
+		return decision{action: actionUpdate, target: t, write: true}
+	case policy == OnConflictLegacy:
+		return decision{action: actionReplaceLegacy, target: want, write: true}
+	default:
+		uc := userClaims(u)
+		if uc.ok && uc.IssuedAt >= w.claims.IssuedAt {
+			return decision{action: actionKeepNewer, target: *u}
+		}
+		return decision{action: actionReplaceOlder, target: want, write: true}
+	}
+}
+
+func sameCredential(a, b *cred) bool {
+	return a.JWT.Valid && a.JWT == b.JWT && a.PublicKey == b.PublicKey
+}
+
+// userClaims decodes the JWT on a user's row; ok only if it names the
+// row's key.
+func userClaims(u *cred) claims {
+	if !u.JWT.Valid {
+		return claims{}
+	}
+	c := decodeClaims(u.JWT.String)
+	if !u.PublicKey.Valid || c.Subject != u.PublicKey.String {
+		c.ok = false
+	}
+	return c
+}
+
+// Verification outcomes of one user.
+const (
+	verifiedCopied  = "copied"
+	verifiedRevoked = "revoked_since"
+	verifiedNewer   = "newer_kept"
+)
+
+// verify checks a user's columns u against its winning legacy row w, field by
+// field. It returns the outcome, or "" and the differing columns.
+func verify(u *cred, w *legacyRow) (string, []string) {
+	want := w.cred.normalized()
+	d := u.diff(&want)
+	if len(d) == 0 {
+		return verifiedCopied, nil
+	}
+	if sameCredential(u, &want) && len(d) == 1 && d[0] == "nats_expired_at" && !want.ExpiredAt.Valid {
+		return verifiedRevoked, nil
+	}
+	if !sameCredential(u, &want) {
+		uc := userClaims(u)
+		if uc.ok && uc.IssuedAt >= w.claims.IssuedAt {
+			return verifiedNewer, nil
+		}
+	}
+	return "", d
+}

@@ -1,0 +1,286 @@
+package credmigrate
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/mulchat/mulchat"
+)
+
+// Report is what a run did (or, in a dry run, would do). The command prints
+// it and writes it as JSON with --report.
+type Report struct {
+	Command       string            `json:"command"`
+	Dialect       string            `json:"dialect"`
+	ServerVersion string            `json:"server_version"`
+	GoVersion     string            `json:"go_version"`
+	DryRun        bool              `json:"dry_run"`
+	OnConflict    string            `json:"on_conflict,omitempty"`
+	BatchSize     int               `json:"batch_size,omitempty"`
+	StartedAt     time.Time         `json:"started_at"`
+	FinishedAt    time.Time         `json:"finished_at"`
+	Timings       map[string]string `json:"timings"`
+	ResumedAfter  int64             `json:"resumed_after_user_id,omitempty"`
+
+	Precheck  *Precheck      `json:"precheck,omitempty"`
+	Copy      *passStats     `json:"copy,omitempty"`
+	Verify    *passStats     `json:"verify,omitempty"`
+	Seeds     *SeedScrub     `json:"seeds,omitempty"`
+	Passwords *PasswordScrub `json:"passwords,omitempty"`
+	Sessions  *SessionColumn `json:"sessions_credential_id,omitempty"`
+	Backup    *BackupInfo    `json:"backup,omitempty"`
+	Rollback  *RollbackInfo  `json:"rollback,omitempty"`
+	Messages  []string       `json:"messages,omitempty"`
+}
+
+func (m *Migrator) newReport(command string) *Report {
+	r := &Report{Command: command, Dialect: m.dialect, GoVersion: runtime.Version(), DryRun: m.opts.DryRun,
+		StartedAt: m.opts.Now().UTC(), Timings: map[string]string{}}
+	q := "SELECT sqlite_version()"
+	if m.dialect == Postgres {
+		q = "SELECT version()"
+	}
+	m.db.QueryRowContext(context.Background(), q).Scan(&r.ServerVersion)
+	return r
+}
+
+// timed runs fn and records its duration under name.
+func (m *Migrator) timed(r *Report, name string, fn func() error) error {
+	t := m.opts.Now()
+	err := fn()
+	r.Timings[name] = m.opts.Now().Sub(t).Round(time.Millisecond).String()
+	return err
+}
+
+func (r *Report) note(format string, args ...any) {
+	r.Messages = append(r.Messages, fmt.Sprintf(format, args...))
+}
+
+// ErrUnverified is returned (wrapped) when users remain that the
+// verification could not account for; the command exits non-zero.
+var ErrUnverified = errors.New("unverified users remain")
+
+const checkpointName = "nats-credentials"
+
+// Checkpoint phases.
+const (
+	phaseCopy  = "copy"
+	phaseFinal = "final"
+	phaseDone  = "done"
+)
+
+// Run performs `mulchat migrate nats-credentials`: pre-check, checkpointed
+// copy, catch-up and verification, scrubbing of secrets left in clear, and
+// the backup and removal of nats_auth_sessions.credential_id. With DryRun
+// every write happens inside a transaction that is rolled back. The report
+// is returned even with an error.
+func (m *Migrator) Run(ctx context.Context) (*Report, error) {
+	r := m.newReport("nats-credentials")
+	r.OnConflict, r.BatchSize = m.opts.OnConflict, m.opts.BatchSize
+	defer func() { r.FinishedAt = m.opts.Now().UTC() }()
+
+	if err := m.timed(r, "precheck", func() (err error) {
+		r.Precheck, err = m.Precheck(ctx)
+		return err
+	}); err != nil {
+		return r, err
+	}
+	p := r.Precheck
+	m.log.Info("credential migration: pre-check", "legacy_rows", p.LegacyRows, "users", p.LegacyUsers-p.OrphanUsers,
+		"several_rows", p.UsersWithSeveralRows, "orphan_rows", p.OrphanRows, "invalid_jwt", p.InvalidJWTRows,
+		"subject_mismatch", p.SubjectMismatchRows, "conflicts", p.Conflicts, "to_write", p.ToWrite,
+		"raw_seeds", p.RawSeedsLegacy+p.RawSeedsUsers, "plaintext_passwords", p.PlaintextPasswords)
+	if m.opts.OnConflict == OnConflictFail && p.Conflicts > 0 {
+		return r, errConflict(fmt.Sprintf("%d users already hold a different credential in users.nats_* (--on-conflict fail); see the report's conflict_user_ids", p.Conflicts))
+	}
+	var err error
+	if m.contested, err = m.contestedKeys(ctx); err != nil {
+		return r, err
+	}
+
+	start, phase := int64(0), phaseCopy
+	if !m.opts.DryRun {
+		if err := m.timed(r, "prepare", func() error { return m.prepare(ctx) }); err != nil {
+			return r, err
+		}
+		if start, phase, err = m.startCheckpoint(ctx); err != nil {
+			return r, err
+		}
+		if start > 0 || phase != phaseCopy {
+			r.ResumedAfter = start
+			r.note("resumed an interrupted run (phase %s, after user %d)", phase, start)
+			m.log.Info("credential migration: resuming", "phase", phase, "after_user_id", start)
+		}
+	}
+
+	if phase == phaseCopy {
+		if err := m.timed(r, "copy", func() (err error) {
+			r.Copy, err = m.pass(ctx, "copy", start, true, !m.opts.DryRun, !m.opts.DryRun, p.LegacyUsers)
+			return err
+		}); err != nil {
+			return r, err
+		}
+		if err := m.setPhase(ctx, phaseFinal); err != nil {
+			return r, err
+		}
+	}
+	if m.opts.DryRun {
+		// Each batch was verified inside its rolled-back transaction; a
+		// second pass would see nothing of it.
+		r.Verify = r.Copy
+	} else if err := m.timed(r, "catch_up_and_verify", func() (err error) {
+		r.Verify, err = m.pass(ctx, "verify", 0, true, true, false, p.LegacyUsers)
+		return err
+	}); err != nil {
+		return r, err
+	}
+	v := r.Verify
+	m.log.Info("credential migration: verified", "users", v.Users, "verified", formatCounts(v.Verified),
+		"unverified", v.Unverified, "caught_up", v.Written, "source_digest", v.SourceDigest, "target_digest", v.TargetDigest)
+
+	if err := m.timed(r, "scrub_seeds", func() (err error) {
+		r.Seeds, err = m.ScrubSeeds(ctx)
+		return err
+	}); err != nil {
+		return r, err
+	}
+	if err := m.timed(r, "scrub_passwords", func() (err error) {
+		r.Passwords, err = m.ScrubPasswords(ctx)
+		return err
+	}); err != nil {
+		return r, err
+	}
+
+	if v.Unverified > 0 {
+		r.note("nats_auth_sessions.credential_id kept: %d users are unverified", v.Unverified)
+		return r, mulchat.WrapError(mulchat.EINVALID, ErrUnverified,
+			fmt.Sprintf("%d users could not be verified; nothing was dropped (see the report's mismatches)", v.Unverified))
+	}
+	if err := m.timed(r, "drop_session_credential_id", func() (err error) {
+		r.Sessions, err = m.DropSessionCredentialColumn(ctx)
+		return err
+	}); err != nil {
+		return r, err
+	}
+	if !m.opts.DryRun {
+		if err := m.setPhase(ctx, phaseDone); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// prepare creates the checkpoint table and the index on
+// nats_user_credentials(user_id) the batches need.
+func (m *Migrator) prepare(ctx context.Context) error {
+	ts := "TEXT"
+	if _, err := m.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+checkpointTable+` (
+	name         `+ts+` PRIMARY KEY,
+	phase        `+ts+` NOT NULL,
+	last_user_id BIGINT NOT NULL,
+	started_at   `+ts+` NOT NULL,
+	updated_at   `+ts+` NOT NULL
+)`); err != nil {
+		return internal(err, "creating the checkpoint table")
+	}
+	if m.dialect == SQLite {
+		_, err := m.db.ExecContext(ctx, "CREATE INDEX IF NOT EXISTS "+userIndex+" ON "+LegacyTable+" (user_id)")
+		return internal(err, "creating an index on "+LegacyTable+"(user_id)")
+	}
+	// CONCURRENTLY, so the legacy app keeps writing while it builds. A
+	// build that was interrupted leaves an invalid index: drop and redo it.
+	var valid sql.NullBool
+	err := m.db.QueryRowContext(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace`, userIndex).Scan(&valid)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return internal(err, "looking for the user_id index")
+	}
+	if valid.Valid && valid.Bool {
+		return nil
+	}
+	if valid.Valid {
+		if _, err := m.db.ExecContext(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+userIndex); err != nil {
+			return internal(err, "dropping an invalid index")
+		}
+	}
+	_, err = m.db.ExecContext(ctx, "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+userIndex+" ON "+LegacyTable+" (user_id)")
+	return internal(err, "creating an index on "+LegacyTable+"(user_id)")
+}
+
+// startCheckpoint returns where to start: after the last committed batch of
+// an interrupted run, or from the beginning (a finished run is redone from
+// scratch, which writes nothing unless the legacy table changed).
+func (m *Migrator) startCheckpoint(ctx context.Context) (int64, string, error) {
+	var last int64
+	var phase string
+	err := m.db.QueryRowContext(ctx, m.q("SELECT last_user_id, phase FROM "+checkpointTable+" WHERE name = ?"), checkpointName).Scan(&last, &phase)
+	now := m.opts.Now().UTC().Format(time.RFC3339Nano)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		_, err = m.db.ExecContext(ctx, m.q("INSERT INTO "+checkpointTable+" (name, phase, last_user_id, started_at, updated_at) VALUES (?, ?, 0, ?, ?)"),
+			checkpointName, phaseCopy, now, now)
+		return 0, phaseCopy, internal(err, "writing the checkpoint")
+	case err != nil:
+		return 0, "", internal(err, "reading the checkpoint")
+	case phase == phaseDone:
+		_, err = m.db.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET phase = ?, last_user_id = 0, started_at = ?, updated_at = ? WHERE name = ?"),
+			phaseCopy, now, now, checkpointName)
+		return 0, phaseCopy, internal(err, "writing the checkpoint")
+	}
+	return last, phase, nil
+}
+
+func (m *Migrator) setPhase(ctx context.Context, phase string) error {
+	if m.opts.DryRun {
+		return nil
+	}
+	_, err := m.db.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET phase = ?, updated_at = ? WHERE name = ?"),
+		phase, m.opts.Now().UTC().Format(time.RFC3339Nano), checkpointName)
+	return internal(err, "writing the checkpoint")
+}
+
+// Verify performs `mulchat migrate verify-nats-credentials`: the field-by-field
+// verification of every user with legacy rows, and the digests, without
+// writing. It returns an error wrapping ErrUnverified when any user does not
+// verify.
+func (m *Migrator) Verify(ctx context.Context) (*Report, error) {
+	r := m.newReport("verify-nats-credentials")
+	defer func() { r.FinishedAt = m.opts.Now().UTC() }()
+	if err := m.requireLayout(ctx, true); err != nil {
+		return r, err
+	}
+	if err := m.timed(r, "verify", func() (err error) {
+		r.Verify, err = m.pass(ctx, "verify", 0, false, false, false, 0)
+		return err
+	}); err != nil {
+		return r, err
+	}
+	if r.Verify.Unverified > 0 {
+		return r, mulchat.WrapError(mulchat.EINVALID, ErrUnverified,
+			fmt.Sprintf("%d users do not verify (see the report's mismatches)", r.Verify.Unverified))
+	}
+	return r, nil
+}
+
+// BackupInfo describes a backup file written before the legacy table was
+// dropped.
+type BackupInfo struct {
+	Path        string `json:"path"`
+	Credentials int64  `json:"credential_rows"`
+	Sessions    int64  `json:"session_rows"`
+	SHA256      string `json:"sha256"`
+}
+
+// RollbackInfo describes what a rollback restored.
+type RollbackInfo struct {
+	Source            string `json:"source"` // "backup" or "users"
+	Credentials       int64  `json:"credential_rows"`
+	Sessions          int64  `json:"session_rows"`
+	TableRecreated    bool   `json:"table_recreated"`
+	ColumnRecreated   bool   `json:"column_recreated"`
+	RoundTripVerified bool   `json:"round_trip_verified"`
+}

@@ -1,0 +1,104 @@
+package credmigrate_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/mulchat/mulchat/internal/credmigrate"
+	"github.com/mulchat/mulchat/internal/legacygen"
+	"github.com/mulchat/mulchat/internal/legacygen/legacytest"
+	"github.com/mulchat/mulchat/internal/password"
+)
+
+func TestAdoptAndMigrate(t *testing.T) {
+	legacytest.ForEach(t, func(t *testing.T, db *legacytest.DB) {
+		ctx := context.Background()
+		e := newEnv(t, db, legacygen.Options{Users: 300, Seed: 1, UserNATSColumns: someNATSColumns})
+		credsBefore := e.rows(t, "nats_user_credentials", legacyCredCols...)
+		ar := e.adopt(t)
+		if ar.BaselineVersion != 1 || len(ar.AddedColumns) == 0 {
+			t.Fatalf("adopt report: %+v", ar)
+		}
+		if err := e.store.Migrate(ctx); err != nil {
+			t.Fatalf("migrate up after adopt: %v", err)
+		}
+		if err := e.store.CheckSchema(ctx); err != nil {
+			t.Fatalf("check schema after adopt: %v", err)
+		}
+		equalRows(t, "legacy credentials after adopt", e.rows(t, "nats_user_credentials", legacyCredCols...), credsBefore)
+
+		r, err := e.migrator(t, credmigrate.Options{}).Run(ctx)
+		if err != nil {
+			t.Fatalf("run: %v (report %+v)", err, r.Verify)
+		}
+		if r.Verify.Unverified != 0 || r.Verify.SourceDigest != r.Verify.TargetDigest {
+			t.Fatalf("verify: %+v", r.Verify)
+		}
+		if r.Seeds.LegacyRows != int64(e.res.RawSeeds) {
+			t.Errorf("seeds scrubbed in legacy rows = %d, want %d", r.Seeds.LegacyRows, e.res.RawSeeds)
+		}
+		if r.Passwords.Rehashed != int64(e.res.PlaintextPasswords) {
+			t.Errorf("passwords rehashed = %d, want %d", r.Passwords.Rehashed, e.res.PlaintextPasswords)
+		}
+		if r.Sessions == nil || r.Sessions.BackedUp == 0 {
+			t.Errorf("sessions: %+v", r.Sessions)
+		}
+		// Independent check of the winners.
+		win := expectedWinners(t, e)
+		for uid, cid := range win {
+			var got, want, seed string
+			q := "SELECT coalesce(u.nats_public_key, ''), coalesce(c.public_key, ''), coalesce(u.nats_seed_hash, '') FROM users u, nats_user_credentials c WHERE u.id = ? AND c.id = ?"
+			if e.dialect == "postgres" {
+				q = strings.NewReplacer("?", "$1").Replace(q)
+				q = strings.Replace(q, "c.id = $1", "c.id = $2", 1)
+			}
+			if err := e.db.QueryRow(q, uid, cid).Scan(&got, &want, &seed); err != nil {
+				t.Fatal(err)
+			}
+			if got != want && r.Verify.Verified["newer_kept"] == 0 {
+				t.Errorf("user %d holds key %q, want %q (credential %d)", uid, got, want, cid)
+			}
+			if strings.HasPrefix(seed, "S") {
+				t.Errorf("user %d has a raw seed", uid)
+			}
+		}
+		// Old plaintext passwords still log in.
+		var hash string
+		var rotate bool
+		if err := e.db.QueryRow("SELECT hashed_password, must_rotate_password FROM users WHERE hashed_password LIKE '$argon2id$%' ORDER BY id LIMIT 1").Scan(&hash, &rotate); err != nil {
+			t.Fatal(err)
+		}
+		if !rotate {
+			t.Error("rehashed user not flagged to rotate")
+		}
+		var uid int64
+		e.db.QueryRow("SELECT id FROM users WHERE hashed_password LIKE '$argon2id$%' ORDER BY id LIMIT 1").Scan(&uid)
+		if ok, err := password.Verify(hash, legacygen.PlaintextPassword(uid)); err != nil || !ok {
+			t.Errorf("old password does not verify after rehash: %v %v", ok, err)
+		}
+
+		vr, err := e.migrator(t, credmigrate.Options{}).Verify(ctx)
+		if err != nil {
+			t.Fatalf("verify: %v %+v", err, vr.Verify.Mismatches)
+		}
+		// A rerun changes nothing.
+		before := e.rows(t, "users", userNATSCols...)
+		r2, err := e.migrator(t, credmigrate.Options{}).Run(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r2.Copy.Written != 0 || r2.Verify.Written != 0 || !r2.Sessions.AlreadyDropped {
+			t.Errorf("rerun wrote: copy %d, verify %d, sessions %+v", r2.Copy.Written, r2.Verify.Written, r2.Sessions)
+		}
+		equalRows(t, "users after rerun", e.rows(t, "users", userNATSCols...), before)
+		// A corrupted user fails verification.
+		if _, err := e.db.Exec("UPDATE users SET nats_account_public_key = 'AXXX' WHERE id = (SELECT min(user_id) FROM nats_user_credentials c WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = c.user_id))"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.migrator(t, credmigrate.Options{}).Verify(ctx); !errors.Is(err, credmigrate.ErrUnverified) {
+			t.Fatalf("verify after corruption: %v", err)
+		}
+	})
+}

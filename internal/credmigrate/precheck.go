@@ -1,0 +1,261 @@
+package credmigrate
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// Precheck is what the migration finds before it writes anything.
+type Precheck struct {
+	LegacyRows           int64 `json:"legacy_rows"`
+	LegacyUsers          int64 `json:"legacy_user_ids"`
+	UsersWithSeveralRows int64 `json:"users_with_several_rows"`
+	SupersededRows       int64 `json:"superseded_rows"`
+	OrphanRows           int64 `json:"orphan_rows"`
+	OrphanUsers          int64 `json:"orphan_user_ids"`
+	InvalidJWTRows       int64 `json:"invalid_jwt_rows"`
+	SubjectMismatchRows  int64 `json:"subject_mismatch_rows"`
+	AlreadyMigrated      int64 `json:"already_migrated"`
+	// Conflicts are users whose users.nats_* already hold a different
+	// credential; by policy newest the later-issued one is kept.
+	Conflicts             int64 `json:"conflicts"`
+	ConflictsKeepUsers    int64 `json:"conflicts_keep_users_columns"`
+	ConflictsTakeLegacy   int64 `json:"conflicts_take_legacy"`
+	ToWrite               int64 `json:"users_to_write"`
+	RawSeedsLegacy        int64 `json:"raw_seeds_legacy"`
+	RawSeedsUsers         int64 `json:"raw_seeds_users"`
+	PlaintextPasswords    int64 `json:"plaintext_passwords"`
+	ContestedKeys         int64 `json:"public_keys_of_several_users"`
+	SessionCredentialRefs int64 `json:"sessions_with_credential_id"`
+	DanglingSessionRefs   int64 `json:"sessions_pointing_at_missing_credentials"`
+
+	// Samples name up to 20 ids per finding (never a secret).
+	Samples map[string][]int64 `json:"samples,omitempty"`
+}
+
+func (p *Precheck) sample(kind string, id int64) {
+	if p.Samples == nil {
+		p.Samples = map[string][]int64{}
+	}
+	if len(p.Samples[kind]) < 20 {
+		p.Samples[kind] = append(p.Samples[kind], id)
+	}
+}
+
+// Precheck scans the legacy table and users without writing.
+func (m *Migrator) Precheck(ctx context.Context) (*Precheck, error) {
+	if err := m.requireLayout(ctx, true); err != nil {
+		return nil, err
+	}
+	p := &Precheck{}
+	after := int64(0)
+	for {
+		ids, err := m.batchIDs(ctx, m.db, after, m.opts.BatchSize)
+		if err != nil {
+			return nil, internal(err, "pre-check: reading legacy user ids")
+		}
+		if len(ids) == 0 {
+			break
+		}
+		hi := ids[len(ids)-1]
+		legacy, err := m.legacyRows(ctx, m.db, after, hi)
+		if err != nil {
+			return nil, internal(err, "pre-check: reading legacy rows")
+		}
+		users, err := m.userCreds(ctx, m.db, after, hi, false)
+		if err != nil {
+			return nil, internal(err, "pre-check: reading users")
+		}
+		for _, id := range ids {
+			rows := legacy[id]
+			p.LegacyUsers++
+			p.LegacyRows += int64(len(rows))
+			for _, r := range rows {
+				if !r.claims.ok {
+					p.InvalidJWTRows++
+					p.sample("invalid_jwt_credential_ids", r.ID)
+				} else if !r.valid() {
+					p.SubjectMismatchRows++
+					p.sample("subject_mismatch_credential_ids", r.ID)
+				}
+				if r.SeedHash.Valid && isSeed(r.SeedHash.String) {
+					p.RawSeedsLegacy++
+					p.sample("raw_seed_credential_ids", r.ID)
+				}
+			}
+			u, ok := users[id]
+			if !ok {
+				p.OrphanUsers++
+				p.OrphanRows += int64(len(rows))
+				p.sample("orphan_user_ids", id)
+				continue
+			}
+			if len(rows) > 1 {
+				p.UsersWithSeveralRows++
+				p.SupersededRows += int64(len(rows) - 1)
+				p.sample("users_with_several_rows", id)
+			}
+			d := decide(u, winner(rows), m.opts.OnConflict)
+			switch d.action {
+			case actionSame:
+				p.AlreadyMigrated++
+			case actionKeepNewer:
+				p.Conflicts++
+				p.ConflictsKeepUsers++
+				p.sample("conflict_user_ids", id)
+			case actionReplaceOlder, actionReplaceLegacy:
+				p.Conflicts++
+				p.ConflictsTakeLegacy++
+				p.sample("conflict_user_ids", id)
+			}
+			if d.write {
+				p.ToWrite++
+			}
+		}
+		after = hi
+	}
+	var err error
+	if p.RawSeedsUsers, err = m.countRawSeedsUsers(ctx); err != nil {
+		return nil, err
+	}
+	if p.PlaintextPasswords, err = m.countPlaintext(ctx); err != nil {
+		return nil, err
+	}
+	contested, err := m.contestedKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.ContestedKeys = int64(len(contested))
+	if ok, err := hasColumn(ctx, m.db, m.dialect, SessionsTable, SessionCredColumn); err != nil {
+		return nil, internal(err, "pre-check: reading nats_auth_sessions")
+	} else if ok {
+		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" WHERE credential_id IS NOT NULL").Scan(&p.SessionCredentialRefs); err != nil {
+			return nil, internal(err, "pre-check: counting sessions")
+		}
+		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" s WHERE s.credential_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "+LegacyTable+" c WHERE c.id = s.credential_id)").Scan(&p.DanglingSessionRefs); err != nil {
+			return nil, internal(err, "pre-check: counting sessions")
+		}
+	}
+	return p, nil
+}
+
+// contestedKeys returns the public keys that more than one user holds or
+// would hold: the unique index on users.nats_public_key refuses them.
+func (m *Migrator) contestedKeys(ctx context.Context) (map[string]bool, error) {
+	rows, err := m.db.QueryContext(ctx, `SELECT public_key FROM `+LegacyTable+` c
+WHERE public_key IS NOT NULL AND EXISTS (SELECT 1 FROM users u WHERE u.id = c.user_id)
+GROUP BY public_key HAVING count(DISTINCT user_id) > 1
+UNION
+SELECT c.public_key FROM `+LegacyTable+` c JOIN users u ON u.nats_public_key = c.public_key AND u.id <> c.user_id`)
+	if err != nil {
+		return nil, internal(err, "pre-check: looking for public keys of several users")
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, internal(err, "pre-check: reading public keys")
+		}
+		out[k] = true
+	}
+	return out, internal(rows.Err(), "pre-check: reading public keys")
+}
+
+func (m *Migrator) countRawSeedsUsers(ctx context.Context) (int64, error) {
+	rows, err := m.db.QueryContext(ctx, "SELECT nats_seed_hash FROM users WHERE nats_seed_hash LIKE 'S%'")
+	if err != nil {
+		return 0, internal(err, "pre-check: reading users.nats_seed_hash")
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return 0, internal(err, "pre-check: reading users.nats_seed_hash")
+		}
+		if isSeed(s) {
+			n++
+		}
+	}
+	return n, internal(rows.Err(), "pre-check: reading users.nats_seed_hash")
+}
+
+func (m *Migrator) countPlaintext(ctx context.Context) (int64, error) {
+	rows, err := m.db.QueryContext(ctx, "SELECT hashed_password FROM users")
+	if err != nil {
+		return 0, internal(err, "pre-check: reading passwords")
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		var s sql.NullString
+		if err := rows.Scan(&s); err != nil {
+			return 0, internal(err, "pre-check: reading passwords")
+		}
+		if s.Valid && !looksHashed(s.String) {
+			n++
+		}
+	}
+	return n, internal(rows.Err(), "pre-check: reading passwords")
+}
+
+// looksHashed reports whether a stored password is a modular-crypt / PHC hash
+// ("$scheme$…"): argon2, bcrypt, scrypt, pbkdf2, sha-crypt and passlib's
+// variants all have this form, and a legacy plaintext password almost never
+// does. Such hashes are left alone (mulchat verifies argon2id; users with
+// another scheme are reported to reset their password).
+func looksHashed(s string) bool {
+	if len(s) < 20 || s[0] != '$' {
+		return false
+	}
+	rest := s[1:]
+	i := strings.IndexByte(rest, '$')
+	if i <= 0 {
+		return false
+	}
+	for _, r := range rest[:i] {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// requireLayout checks that the database has what the migration reads:
+// users with the seven nats_* columns (after adopt) and, when legacy is set,
+// the legacy credential table.
+func (m *Migrator) requireLayout(ctx context.Context, legacy bool) error {
+	cols, err := columns(ctx, m.db, m.dialect, "users")
+	if err != nil {
+		return internal(err, "reading the users table")
+	}
+	have := map[string]bool{}
+	for _, c := range cols {
+		have[c] = true
+	}
+	var missing []string
+	for _, c := range append(fieldNames[:], "must_rotate_password") {
+		if !have[c] {
+			missing = append(missing, c)
+		}
+	}
+	if len(cols) == 0 {
+		return errInvalid("the database has no users table: is this a Mul-Chat database?")
+	}
+	if len(missing) > 0 {
+		return errInvalid(fmt.Sprintf("users lacks %s: run `mulchat migrate adopt` first", strings.Join(missing, ", ")))
+	}
+	if legacy {
+		ok, err := tableExists(ctx, m.db, m.dialect, LegacyTable)
+		if err != nil {
+			return internal(err, "looking for "+LegacyTable)
+		}
+		if !ok {
+			return errNotFound(LegacyTable + " does not exist (already dropped? `mulchat migrate rollback-nats-credentials` restores it)")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,231 @@
+package credmigrate
+
+import (
+	"context"
+	"database/sql"
+	"runtime"
+	"sync"
+
+	"github.com/nats-io/nkeys"
+)
+
+// SeedScrub reports raw nkey seeds found in clear and replaced by their
+// SHA-256. The seeds are exposed: whoever could read the database could
+// impersonate these keys until their JWTs expire or are revoked.
+type SeedScrub struct {
+	LegacyRows int64 `json:"legacy_rows"`
+	UserRows   int64 `json:"user_rows"`
+	// ExposedPublicKeys are the public keys whose seeds were exposed (the
+	// first 1000): revoke them, or let them expire.
+	ExposedPublicKeys []string `json:"exposed_public_keys,omitempty"`
+}
+
+func (s *SeedScrub) exposed(seed string) {
+	if len(s.ExposedPublicKeys) >= 1000 {
+		return
+	}
+	if kp, err := nkeys.FromSeed([]byte(seed)); err == nil {
+		if pub, err := kp.PublicKey(); err == nil {
+			s.ExposedPublicKeys = append(s.ExposedPublicKeys, pub)
+		}
+	}
+}
+
+// ScrubSeeds replaces every raw nkey seed in nats_user_credentials.seed_hash
+// and users.nats_seed_hash by its SHA-256 (hex). Each replacement is a
+// compare-and-set on the old value, so a rerun or a concurrent writer is safe.
+func (m *Migrator) ScrubSeeds(ctx context.Context) (*SeedScrub, error) {
+	s := &SeedScrub{}
+	if ok, err := tableExists(ctx, m.db, m.dialect, LegacyTable); err != nil {
+		return nil, internal(err, "looking for "+LegacyTable)
+	} else if ok {
+		n, err := m.scrubSeedColumn(ctx, LegacyTable, "seed_hash", s)
+		if err != nil {
+			return nil, err
+		}
+		s.LegacyRows = n
+	}
+	n, err := m.scrubSeedColumn(ctx, "users", "nats_seed_hash", s)
+	if err != nil {
+		return nil, err
+	}
+	s.UserRows = n
+	if s.LegacyRows+s.UserRows > 0 {
+		m.log.Warn("credential migration: raw nkey seeds were stored in clear and have been replaced by their SHA-256; the keys are exposed",
+			"legacy_rows", s.LegacyRows, "user_rows", s.UserRows)
+	}
+	return s, nil
+}
+
+func (m *Migrator) scrubSeedColumn(ctx context.Context, table, column string, s *SeedScrub) (int64, error) {
+	// Seeds are rare: read them all (ids and values), then replace them in
+	// batches.
+	rows, err := m.db.QueryContext(ctx, "SELECT id, "+column+" FROM "+table+" WHERE "+column+" LIKE 'S%'")
+	if err != nil {
+		return 0, internal(err, "looking for raw seeds in "+table)
+	}
+	type found struct {
+		id   int64
+		seed string
+	}
+	var all []found
+	for rows.Next() {
+		var f found
+		if err := rows.Scan(&f.id, &f.seed); err != nil {
+			rows.Close()
+			return 0, internal(err, "reading "+table)
+		}
+		if isSeed(f.seed) {
+			all = append(all, f)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, internal(err, "reading "+table)
+	}
+	var n int64
+	for i := 0; i < len(all); i += m.opts.BatchSize {
+		chunk := all[i:min(i+m.opts.BatchSize, len(all))]
+		var done int64
+		err := m.inTx(ctx, !m.opts.DryRun, func(tx *sql.Tx) error {
+			done = 0
+			for _, f := range chunk {
+				res, err := tx.ExecContext(ctx, m.q("UPDATE "+table+" SET "+column+" = ? WHERE id = ? AND "+column+" = ?"), seedHash(f.seed), f.id, f.seed)
+				if err != nil {
+					return err
+				}
+				k, _ := res.RowsAffected()
+				done += k
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, internal(err, "replacing raw seeds in "+table)
+		}
+		n += done
+		for _, f := range chunk {
+			s.exposed(f.seed)
+			if m.opts.Debug {
+				m.log.Debug("credential migration: raw seed replaced by its SHA-256", "table", table, "id", f.id)
+			}
+		}
+	}
+	return n, nil
+}
+
+// PasswordScrub reports plaintext passwords rehashed with argon2id.
+type PasswordScrub struct {
+	Rehashed int64 `json:"rehashed"`
+	// OtherSchemes counts hashes in another scheme than argon2id (bcrypt,
+	// pbkdf2, …): left as they are; those users must reset their password.
+	OtherSchemes int64   `json:"other_schemes"`
+	UserIDs      []int64 `json:"user_ids,omitempty"` // the first 1000 rehashed
+}
+
+// ScrubPasswords replaces each plaintext users.hashed_password by its
+// argon2id hash and sets must_rotate_password, as a compare-and-set on the
+// old value. Hashing is slow by design, so it runs outside transactions on
+// every core; only the writes are batched.
+func (m *Migrator) ScrubPasswords(ctx context.Context) (*PasswordScrub, error) {
+	s := &PasswordScrub{}
+	after := int64(0)
+	for {
+		rows, err := m.db.QueryContext(ctx, m.q("SELECT id, hashed_password FROM users WHERE id > ? ORDER BY id LIMIT ?"), after, 10*m.opts.BatchSize)
+		if err != nil {
+			return nil, internal(err, "reading passwords")
+		}
+		type plain struct {
+			id       int64
+			pw, hash string
+		}
+		var todo []plain
+		last := after
+		for rows.Next() {
+			var id int64
+			var pw sql.NullString
+			if err := rows.Scan(&id, &pw); err != nil {
+				rows.Close()
+				return nil, internal(err, "reading passwords")
+			}
+			last = id
+			switch {
+			case !pw.Valid:
+			case !looksHashed(pw.String):
+				todo = append(todo, plain{id: id, pw: pw.String})
+			case len(pw.String) < 10 || pw.String[:10] != "$argon2id$":
+				s.OtherSchemes++
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, internal(err, "reading passwords")
+		}
+		if last == after {
+			break
+		}
+		after = last
+		if len(todo) == 0 {
+			continue
+		}
+		if m.opts.DryRun {
+			s.Rehashed += int64(len(todo))
+			continue
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, len(todo))
+		work := make(chan int)
+		for range runtime.GOMAXPROCS(0) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range work {
+					todo[i].hash, errs[i] = m.opts.HashPassword(todo[i].pw)
+				}
+			}()
+		}
+		for i := range todo {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return nil, internal(err, "hashing a legacy password")
+			}
+		}
+		for i := 0; i < len(todo); i += m.opts.BatchSize {
+			chunk := todo[i:min(i+m.opts.BatchSize, len(todo))]
+			var done []int64
+			err := m.inTx(ctx, true, func(tx *sql.Tx) error {
+				done = done[:0]
+				for _, p := range chunk {
+					res, err := tx.ExecContext(ctx, m.q("UPDATE users SET hashed_password = ?, must_rotate_password = ? WHERE id = ? AND hashed_password = ?"),
+						p.hash, true, p.id, p.pw)
+					if err != nil {
+						return err
+					}
+					if k, _ := res.RowsAffected(); k > 0 {
+						done = append(done, p.id)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, internal(err, "storing rehashed passwords")
+			}
+			s.Rehashed += int64(len(done))
+			for _, id := range done {
+				if len(s.UserIDs) < 1000 {
+					s.UserIDs = append(s.UserIDs, id)
+				}
+				if m.opts.Debug {
+					m.log.Debug("credential migration: plaintext password rehashed with argon2id; user must rotate it", "user_id", id)
+				}
+			}
+		}
+	}
+	if s.Rehashed > 0 {
+		m.log.Warn("credential migration: plaintext passwords rehashed with argon2id; the users are flagged to rotate them", "users", s.Rehashed)
+	}
+	return s, nil
+}

@@ -1,0 +1,421 @@
+package credmigrate
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// metaTable keeps what the drop of nats_auth_sessions.credential_id removed
+// (the definitions of the column, its foreign key and indexes), so that the
+// rollback recreates exactly that.
+const metaTable = "mulchat_credmigrate_meta"
+
+// SessionColumn reports the backup and removal of
+// nats_auth_sessions.credential_id.
+type SessionColumn struct {
+	AlreadyDropped bool     `json:"already_dropped,omitempty"`
+	BackedUp       int64    `json:"backed_up_rows"`
+	Digest         string   `json:"digest"`
+	Rebuilt        bool     `json:"sqlite_table_rebuilt,omitempty"`
+	DroppedIndexes []string `json:"dropped_indexes,omitempty"`
+	// ForeignKeyViolations is PRAGMA foreign_key_check's count after the
+	// rebuild (SQLite); any not present before fails the drop.
+	ForeignKeyViolations int64 `json:"foreign_key_violations,omitempty"`
+}
+
+// sessionMeta is what metaTable records about the dropped column.
+type sessionMeta struct {
+	ColumnType  string   `json:"column_type"`
+	Constraints []string `json:"constraints,omitempty"` // PostgreSQL: "ALTER TABLE … ADD CONSTRAINT …"
+	Indexes     []string `json:"indexes,omitempty"`     // CREATE INDEX statements
+	CreateSQL   string   `json:"create_sql,omitempty"`  // SQLite: the table's CREATE TABLE before the drop
+	Columns     []string `json:"columns,omitempty"`     // the columns before the drop
+}
+
+func (m *Migrator) ensureMetaTables(ctx context.Context, q queryer) error {
+	if _, err := q.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+metaTable+" (name TEXT PRIMARY KEY, value TEXT NOT NULL)"); err != nil {
+		return err
+	}
+	_, err := q.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+sessionBackupTable+" (session_id BIGINT PRIMARY KEY, credential_id BIGINT NOT NULL)")
+	return err
+}
+
+func (m *Migrator) putMeta(ctx context.Context, q queryer, name string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := q.ExecContext(ctx, m.q("DELETE FROM "+metaTable+" WHERE name = ?"), name); err != nil {
+		return err
+	}
+	_, err = q.ExecContext(ctx, m.q("INSERT INTO "+metaTable+" (name, value) VALUES (?, ?)"), name, string(b))
+	return err
+}
+
+func (m *Migrator) getMeta(ctx context.Context, q queryer, name string, v any) (bool, error) {
+	if ok, err := tableExists(ctx, q, m.dialect, metaTable); err != nil || !ok {
+		return false, err
+	}
+	var s string
+	err := q.QueryRowContext(ctx, m.q("SELECT value FROM "+metaTable+" WHERE name = ?"), name).Scan(&s)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, json.Unmarshal([]byte(s), v)
+}
+
+// pairDigest hashes (id, credential_id) pairs read in id order.
+func pairDigest(ctx context.Context, q queryer, query string) (string, int64, error) {
+	rows, err := q.QueryContext(ctx, query)
+	if err != nil {
+		return "", 0, err
+	}
+	defer rows.Close()
+	h := sha256.New()
+	var n int64
+	var buf [16]byte
+	for rows.Next() {
+		var id, cred int64
+		if err := rows.Scan(&id, &cred); err != nil {
+			return "", 0, err
+		}
+		binary.BigEndian.PutUint64(buf[:8], uint64(id))
+		binary.BigEndian.PutUint64(buf[8:], uint64(cred))
+		h.Write(buf[:])
+		n++
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, rows.Err()
+}
+
+const (
+	sourcePairs = "SELECT id, credential_id FROM " + SessionsTable + " WHERE credential_id IS NOT NULL ORDER BY id"
+	backupPairs = "SELECT session_id, credential_id FROM " + sessionBackupTable + " ORDER BY session_id"
+)
+
+// backupSessionPairs copies (id, credential_id) into the backup table and
+// verifies the copy, inside tx.
+func (m *Migrator) backupSessionPairs(ctx context.Context, tx queryer, r *SessionColumn) error {
+	if err := m.ensureMetaTables(ctx, tx); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "DELETE FROM "+sessionBackupTable); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO "+sessionBackupTable+" (session_id, credential_id) "+
+		"SELECT id, credential_id FROM "+SessionsTable+" WHERE credential_id IS NOT NULL"); err != nil {
+		return err
+	}
+	src, n, err := pairDigest(ctx, tx, sourcePairs)
+	if err != nil {
+		return err
+	}
+	dst, k, err := pairDigest(ctx, tx, backupPairs)
+	if err != nil {
+		return err
+	}
+	if src != dst || n != k {
+		return errorf("the backup of nats_auth_sessions.credential_id does not match its source (%d vs %d rows)", n, k)
+	}
+	r.BackedUp, r.Digest = n, src
+	return nil
+}
+
+// DropSessionCredentialColumn backs up nats_auth_sessions (id,
+// credential_id) into a table of its own, verifies the backup, and drops the
+// column, all in one transaction. On SQLite, which refuses DROP COLUMN for an
+// indexed column or one in a foreign key, the table is rebuilt without it
+// (with foreign keys off for the rebuild and PRAGMA foreign_key_check
+// after). The caller must have verified the credential migration first.
+func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionColumn, error) {
+	r := &SessionColumn{}
+	ok, err := hasColumn(ctx, m.db, m.dialect, SessionsTable, SessionCredColumn)
+	if err != nil {
+		return nil, internal(err, "reading nats_auth_sessions")
+	}
+	if !ok {
+		r.AlreadyDropped = true
+		return r, nil
+	}
+	if m.dialect == Postgres {
+		err = m.inTx(ctx, !m.opts.DryRun, func(tx *sql.Tx) error {
+			*r = SessionColumn{}
+			if err := m.backupSessionPairs(ctx, tx, r); err != nil {
+				return err
+			}
+			meta, err := m.pgSessionMeta(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if err := m.putMeta(ctx, tx, "sessions", meta); err != nil {
+				return err
+			}
+			// RESTRICT: a view or other object using the column stops the
+			// drop instead of disappearing with it. The column's own foreign
+			// key and indexes go with it (recorded above).
+			_, err = tx.ExecContext(ctx, "ALTER TABLE "+SessionsTable+" DROP COLUMN "+SessionCredColumn+" RESTRICT")
+			return err
+		})
+		if err != nil {
+			return nil, internal(err, "dropping nats_auth_sessions.credential_id")
+		}
+		return r, nil
+	}
+	if err := m.sqliteNoFK(ctx, !m.opts.DryRun, func(tx *sql.Tx) error {
+		*r = SessionColumn{}
+		if err := m.backupSessionPairs(ctx, tx, r); err != nil {
+			return err
+		}
+		before, err := fkViolations(ctx, tx)
+		if err != nil {
+			return err
+		}
+		meta, err := m.sqliteTableMeta(ctx, tx, SessionsTable)
+		if err != nil {
+			return err
+		}
+		for _, ix := range meta.Indexes {
+			r.DroppedIndexes = append(r.DroppedIndexes, ix)
+		}
+		if err := m.putMeta(ctx, tx, "sessions", meta); err != nil {
+			return err
+		}
+		// Try the plain statement first; SQLite refuses it for an indexed
+		// column or one in a foreign key, which the legacy column is.
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT drop_column"); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "ALTER TABLE "+SessionsTable+" DROP COLUMN "+SessionCredColumn); err == nil {
+			if _, err := tx.ExecContext(ctx, "RELEASE drop_column"); err != nil {
+				return err
+			}
+		} else {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO drop_column"); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "RELEASE drop_column"); err != nil {
+				return err
+			}
+			newSQL, ok := withoutColumn(meta.CreateSQL, SessionsTable, SessionCredColumn)
+			if !ok {
+				return errorf("cannot rewrite the definition of %s without %s", SessionsTable, SessionCredColumn)
+			}
+			var keep []string
+			for _, c := range meta.Columns {
+				if c != SessionCredColumn {
+					keep = append(keep, c)
+				}
+			}
+			if err := m.sqliteRebuild(ctx, tx, SessionsTable, newSQL, keep, func(ixSQL string) bool { return !mentions(ixSQL, SessionCredColumn) }); err != nil {
+				return err
+			}
+			r.Rebuilt = true
+		}
+		after, err := fkViolations(ctx, tx)
+		if err != nil {
+			return err
+		}
+		r.ForeignKeyViolations = after
+		if after > before {
+			return errorf("PRAGMA foreign_key_check reports %d new violations after rebuilding %s", after-before, SessionsTable)
+		}
+		return nil
+	}); err != nil {
+		return nil, internal(err, "dropping nats_auth_sessions.credential_id")
+	}
+	return r, nil
+}
+
+// sqliteNoFK runs fn in a transaction on one connection with foreign keys
+// off, as SQLite's table-rebuild procedure requires, and turns them back on.
+func (m *Migrator) sqliteNoFK(ctx context.Context, commit bool, fn func(tx *sql.Tx) error) error {
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var fk int
+	if err := conn.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+		return err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf("PRAGMA foreign_keys = %d", fk))
+	for attempt := 0; ; attempt++ {
+		err = func() error {
+			tx, err := conn.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			if err := fn(tx); err != nil {
+				tx.Rollback()
+				return err
+			}
+			if !commit {
+				return tx.Rollback()
+			}
+			return tx.Commit()
+		}()
+		if err == nil || !retryable(err) || attempt >= m.opts.Retries {
+			return err
+		}
+		time.Sleep(time.Duration(50<<min(attempt, 6)) * time.Millisecond)
+	}
+}
+
+func fkViolations(ctx context.Context, q queryer) (int64, error) {
+	rows, err := q.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		n++
+	}
+	return n, rows.Err()
+}
+
+// sqliteTableMeta records a table's definition, columns and the indexes
+// and triggers that mention the credential column.
+func (m *Migrator) sqliteTableMeta(ctx context.Context, q queryer, table string) (*sessionMeta, error) {
+	meta := &sessionMeta{}
+	if err := q.QueryRowContext(ctx, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", table).Scan(&meta.CreateSQL); err != nil {
+		return nil, err
+	}
+	if err := q.QueryRowContext(ctx, "SELECT type FROM pragma_table_info(?) WHERE name = ?", table, SessionCredColumn).Scan(&meta.ColumnType); err != nil {
+		return nil, err
+	}
+	cols, err := columns(ctx, q, SQLite, table)
+	if err != nil {
+		return nil, err
+	}
+	meta.Columns = cols
+	rows, err := q.QueryContext(ctx, "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = ? AND sql IS NOT NULL ORDER BY name", table)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		if mentions(s, SessionCredColumn) {
+			meta.Indexes = append(meta.Indexes, s)
+		}
+	}
+	return meta, rows.Err()
+}
+
+// sqliteRebuild replaces table by one created with createSQL (which must
+// name the table itself), copying the columns cols, keeping the indexes and
+// triggers that keepIndex accepts and the AUTOINCREMENT sequence.
+func (m *Migrator) sqliteRebuild(ctx context.Context, tx *sql.Tx, table, createSQL string, cols []string, keepIndex func(string) bool) error {
+	tmp := "mulchat_rebuild_" + table
+	var extras []string
+	rows, err := tx.QueryContext(ctx, "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = ? AND sql IS NOT NULL ORDER BY type, name", table)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
+			return err
+		}
+		if keepIndex(s) {
+			extras = append(extras, s)
+		}
+	}
+	rows.Close()
+	var seq sql.NullInt64
+	if ok, _ := tableExists(ctx, tx, SQLite, "sqlite_sequence"); ok {
+		tx.QueryRowContext(ctx, "SELECT seq FROM sqlite_sequence WHERE name = ?", table).Scan(&seq)
+	}
+	head, items, tail, ok := tableBody(createSQL)
+	if !ok || !strings.Contains(strings.ToUpper(head), "CREATE TABLE") {
+		return errorf("cannot read the definition of %s", table)
+	}
+	tmpSQL := "CREATE TABLE " + tmp + " (" + strings.Join(items, ",") + ")" + tail
+	colList := strings.Join(cols, ", ")
+	for _, stmt := range []string{
+		tmpSQL,
+		"INSERT INTO " + tmp + " (" + colList + ") SELECT " + colList + " FROM " + table,
+		"DROP TABLE " + table,
+		"ALTER TABLE " + tmp + " RENAME TO " + table,
+	} {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("rebuilding %s: %w", table, err)
+		}
+	}
+	for _, s := range extras {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("recreating an index of %s: %w", table, err)
+		}
+	}
+	if seq.Valid {
+		if _, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", seq.Int64, table); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pgSessionMeta records the credential column's type, constraints and
+// indexes on PostgreSQL.
+func (m *Migrator) pgSessionMeta(ctx context.Context, q queryer) (*sessionMeta, error) {
+	meta := &sessionMeta{}
+	if err := q.QueryRowContext(ctx, `SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+WHERE attrelid = $1::regclass AND attname = $2`, SessionsTable, SessionCredColumn).Scan(&meta.ColumnType); err != nil {
+		return nil, err
+	}
+	cols, err := columns(ctx, q, Postgres, SessionsTable)
+	if err != nil {
+		return nil, err
+	}
+	meta.Columns = cols
+	rows, err := q.QueryContext(ctx, `SELECT conname, pg_get_constraintdef(c.oid) FROM pg_constraint c
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+WHERE c.conrelid = $1::regclass AND a.attname = $2 ORDER BY conname`, SessionsTable, SessionCredColumn)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var name, def string
+		if err := rows.Scan(&name, &def); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		meta.Constraints = append(meta.Constraints, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", SessionsTable, quoteIdent(name), def))
+	}
+	rows.Close()
+	rows, err = q.QueryContext(ctx, `SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1 ORDER BY indexname`, SessionsTable)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var def string
+		if err := rows.Scan(&def); err != nil {
+			return nil, err
+		}
+		if mentions(def, SessionCredColumn) {
+			meta.Indexes = append(meta.Indexes, def)
+		}
+	}
+	return meta, rows.Err()
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
