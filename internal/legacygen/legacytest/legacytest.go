@@ -179,4 +179,3 @@ func Dump(ctx context.Context, db *sql.DB, dialect string, skipPrefixes ...strin
 	}
 	return out, nil
 }
-
