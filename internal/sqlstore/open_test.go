@@ -180,3 +180,17 @@ func TestOpenMissingPostgresDatabase(t *testing.T) {
 		t.Fatalf("message = %q, want the server's reason", msg)
 	}
 }
+
+func TestOpenSQLiteMemory(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, ":memory:")
+	mustNil(t, err)
+	defer db.Close()
+	mustNil(t, db.Migrate(ctx))
+	mustNil(t, db.CheckSchema(ctx))
+	newUser(t, db, "alice")
+	mustNil(t, db.InTx(ctx, func(q mulchat.Queries) error {
+		_, err := q.UserByUsername(ctx, "alice")
+		return err
+	}))
+}
