@@ -435,3 +435,41 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// Membership changes reach the affected user as events, without
+// reconnecting, and a joined member receives the room's new messages.
+func TestMembershipEvents(t *testing.T) {
+	srv := clienttest.Start(t, clienttest.Options{})
+	alice, _ := newUser(t, srv, "alice", nil)
+	bob, bobIn := newUser(t, srv, "bob", nil)
+	room := roomWith(t, "events", alice)
+	connect(t, alice)
+	connect(t, bob)
+	ctx := context.Background()
+
+	if err := bob.JoinRoom(ctx, room.ID); err != nil {
+		t.Fatal(err)
+	}
+	bobIn.waitFor(t, "joined event", func(b *inbox) bool { return hasEvent(b, mulchat.EventMembership, room.ID, mulchat.MembershipJoined) })
+	if _, err := alice.Send(ctx, room.ID, "welcome"); err != nil {
+		t.Fatal(err)
+	}
+	bobIn.waitFor(t, "welcome", func(b *inbox) bool { return len(b.msgs) == 1 })
+
+	if err := bob.LeaveRoom(ctx, room.ID); err != nil {
+		t.Fatal(err)
+	}
+	bobIn.waitFor(t, "left event", func(b *inbox) bool { return hasEvent(b, mulchat.EventMembership, room.ID, mulchat.MembershipLeft) })
+	if _, err := bob.Send(ctx, room.ID, "still there?"); mulchat.ErrorCode(err) != mulchat.EFORBIDDEN {
+		t.Errorf("send after leaving: %v, want forbidden", err)
+	}
+}
+
+func hasEvent(b *inbox, typ string, roomID int64, change string) bool {
+	for _, e := range b.events {
+		if e.Type == typ && e.RoomID == roomID && e.Change == change {
+			return true
+		}
+	}
+	return false
+}

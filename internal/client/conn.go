@@ -14,18 +14,11 @@ import (
 )
 
 // Event is something that happened to the user other than a message:
-// membership changes, presence, credential notices. Type names the kind;
-// the fields the router did not set stay zero, and Raw keeps the whole
-// payload for kinds this client does not know.
+// membership changes, presence, credential notices (see mulchat.Event*).
+// Raw keeps the whole payload, for kinds this client does not know.
 type Event struct {
-	Type     string    `json:"type"`
-	RoomID   int64     `json:"room_id,omitempty"`
-	UserID   int64     `json:"user_id,omitempty"`
-	Username string    `json:"username,omitempty"`
-	Change   string    `json:"change,omitempty"`
-	Status   string    `json:"status,omitempty"`
-	At       time.Time `json:"at,omitzero"`
-	Raw      json.RawMessage
+	mulchat.Event
+	Raw json.RawMessage `json:"-"`
 }
 
 // Backoff of the NATS reconnect loop: doubling from reconnectMin to
@@ -307,11 +300,11 @@ func (c *Client) onDelivery(m *nats.Msg) {
 		}
 	case "event":
 		ev := Event{Raw: json.RawMessage(append([]byte(nil), m.Data...))}
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
+		if err := json.Unmarshal(m.Data, &ev.Event); err != nil {
 			c.log.Warn("dropping an unreadable event", "subject", m.Subject, "bytes", len(m.Data))
 			return
 		}
-		if ev.RoomID != 0 && ev.UserID == c.UserID() {
+		if ev.Type == mulchat.EventMembership && ev.RoomID != 0 && ev.UserID == c.UserID() {
 			switch ev.Change {
 			case mulchat.MembershipJoined:
 				c.Track(ev.RoomID, 0)

@@ -384,22 +384,46 @@ func (s *session) onEvent(ev client.Event) {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	who := clean(ev.Username)
-	if who == "" && ev.UserID != 0 {
-		who = "user " + strconv.FormatInt(ev.UserID, 10)
-	}
-	what := ev.Change
-	if what == "" {
-		what = ev.Status
-	}
-	line := clean(ev.Type)
-	switch {
-	case what != "" && who != "" && ev.RoomID != 0:
-		line = fmt.Sprintf("%s %s %s", who, clean(what), s.roomName(ev.RoomID))
-	case what != "" && who != "":
-		line = fmt.Sprintf("%s is %s", who, clean(what))
-	case what != "":
-		line = fmt.Sprintf("%s: %s", clean(ev.Type), clean(what))
+	line := ""
+	switch ev.Type {
+	case mulchat.EventMembership:
+		room := s.roomName(ev.RoomID)
+		switch ev.Change {
+		case mulchat.MembershipJoined:
+			line = "you are now a member of " + room
+		case mulchat.MembershipLeft:
+			line = "you left " + room
+		case mulchat.MembershipRemoved:
+			line = "you were removed from " + room
+		case mulchat.MembershipDeleted:
+			line = room + " was deleted"
+		default:
+			line = room + ": membership " + clean(ev.Change)
+		}
+		if ev.Change != mulchat.MembershipJoined {
+			s.mu.Lock()
+			if s.current != nil && s.current.ID == ev.RoomID {
+				s.current = nil
+				line += " (no room open now: /join ROOM)"
+			}
+			s.mu.Unlock()
+		}
+	case mulchat.EventPresence:
+		who := clean(ev.Username)
+		if who == "" {
+			who = "user " + strconv.FormatInt(ev.UserID, 10)
+		}
+		line = who + " is " + clean(ev.Status)
+	case mulchat.EventCredential:
+		line = "your NATS credential was " + clean(ev.Change)
+		if ev.Change == mulchat.CredentialExpiring {
+			line = "your NATS credential is expiring"
+		}
+		if ev.ExpiresAt != nil && ev.Change != mulchat.CredentialRevokedN {
+			line += "; valid until " + ev.ExpiresAt.In(s.o.Location).Format("2006-01-02 15:04")
+		}
+	default:
+		line = "event " + clean(ev.Type)
 	}
 	s.printf("%s * %s", at.In(s.o.Location).Format("15:04"), line)
 }
