@@ -98,7 +98,7 @@ export class Chat {
   async connect() {
     this.onStatus("connecting");
     this.nc = await wsconnect({
-      servers: [url],
+      servers: [this.url],
       name: "mulchat-web",
       // The authenticator is asked on every (re)connect, so a renewed JWT is
       // used as soon as it arrives.
@@ -149,7 +149,7 @@ export class Chat {
     const claims = jwtClaims(cred.jwt);
     if (claims.sub && claims.sub !== this.publicKey) {
       // The API renewed a different key (another device issued one since):
-      // this JWT is useless with our seed.
+      // this JWT is useless with this page's seed.
       return false;
     }
     this.jwt = cred.jwt;
@@ -175,10 +175,10 @@ export class Chat {
   async renew() {
     if (this.stopped) return;
     try {
-      let cred = await this.api.renewCredential();
+      const cred = await this.api.renewCredential();
       if (!this.setCredential(cred)) {
-        cred = await this.api.issueCredential(this.publicKey);
-        this.setCredential(cred);
+        // The account's key is no longer this page's (see checkSignedOut).
+        return this.signedOut("You signed in on another device or tab, so this one was signed out.");
       }
     } catch (e) {
       if (e instanceof APIError && e.status === 401) return; // api.onUnauthorized signs out
@@ -217,8 +217,8 @@ export class Chat {
   }
 
   // checkSignedOut asks the API what an authentication error meant. It
-  // returns "signed_out" after a revoked credential (the page is signed
-  // out), "renewed" after an expired or replaced JWT was renewed, or
+  // returns "signed_out" after a revoked or replaced credential (the page
+  // is signed out), "renewed" after an expired JWT was renewed, or
   // "unknown".
   async checkSignedOut(err) {
     if (this.stopped) return "signed_out";
@@ -233,11 +233,12 @@ export class Chat {
           this.signedOut("Your chat credential was revoked. You have been signed out.");
           return "signed_out";
         }
-        if (status === "revoked" || status === "none" || key !== this.publicKey) {
-          // Another device replaced the credential on the account; ask for
-          // a JWT for this page's key again.
-          this.setCredential(await this.api.issueCredential(this.publicKey));
-          return "renewed";
+        if (key !== this.publicKey) {
+          // A user holds one chat key at a time: signing in elsewhere
+          // replaced (and revoked) this page's key. Asking for it back
+          // would sign the other device out in turn.
+          this.signedOut("You signed in on another device or tab, so this one was signed out.");
+          return "signed_out";
         }
         if (status === "expired" || /expired/i.test(String(err && err.message)) || this.authErrors >= 1) {
           await this.renew();

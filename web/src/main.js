@@ -197,7 +197,7 @@ async function startSession(token, user, stay, seedText) {
     chat.start().catch((e) => {
       if (state.chat !== chat) return;
       setConn("disconnected");
-      showError("Cannot connect to chat: " + friendlyError(e));
+      showError("Cannot connect to chat: " + friendlyError(e), true);
     }),
   ]);
   if (state.chat !== chat) return;
@@ -327,7 +327,7 @@ function renderSidebar() {
       ),
     );
   };
-  const nameInput = h("input", { id: "new-room-name", name: "name", required: true, placeholder: "room-name", pattern: "[a-z0-9][a-z0-9_-]{1,63}", autocapitalize: "none", maxlength: 64 });
+  const nameInput = h("input", { id: "new-room-name", name: "name", required: true, placeholder: "room-name", pattern: "[a-z0-9][a-z0-9_\\-]{1,63}", autocapitalize: "none", maxlength: 64 });
   const descInput = h("input", { id: "new-room-description", name: "description", placeholder: "Description (optional)", maxlength: 1000 });
   const pubInput = h("input", { id: "new-room-public", type: "checkbox", checked: true });
   const formErr = h("p", { class: "form-error", role: "alert" });
@@ -435,7 +435,8 @@ function openRoom(id) {
   if (state.panel === "members") renderMembers();
   const conv = getConv(id);
   const room = state.rooms.get(id);
-  if (!conv.loaded && (isMember(room) || room.is_public)) loadNewest(conv);
+  // History is for members; a public room shows its Join button first.
+  if (!conv.loaded && isMember(room)) loadNewest(conv);
   else readUpTo(conv);
   refreshPresence(id);
   const input = document.getElementById("composer-input");
