@@ -12,6 +12,7 @@ import (
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/sqlstore"
+	"github.com/mulchat/mulchat/internal/web"
 	"github.com/spf13/cobra"
 )
 
@@ -127,9 +128,14 @@ func cliLogger(cmd *cobra.Command, g *globals) *slog.Logger {
 	return l
 }
 
-// webHandler serves the embedded chat page.
+// webHandler serves the embedded chat page; its Content-Security-Policy
+// allows connections to the NATS WebSocket URLs handed to clients.
 func webHandler(natsURLs []string) http.Handler {
-	// TODO(web): return web.Handler(web.WithNATSWebSocketURLs(ws...)) with
-	// the ws:// and wss:// entries of natsURLs once internal/web builds.
-	return nil
+	var ws []string
+	for _, u := range natsURLs {
+		if strings.HasPrefix(u, "ws://") || strings.HasPrefix(u, "wss://") {
+			ws = append(ws, u)
+		}
+	}
+	return web.Handler(web.WithNATSWebSocketURLs(ws...))
 }
