@@ -52,6 +52,8 @@ func (q *queries) translate(ctx context.Context, err error, m errMsgs) error {
 	return mulchat.WrapError(mulchat.EINTERNAL, err, "database error")
 }
 
+const busyMessage = "database is busy; try again"
+
 // translateViolation maps constraint and data errors of either driver; nil
 // if err is none of them.
 func translateViolation(err error, m errMsgs) error {
@@ -76,6 +78,10 @@ func translateViolation(err error, m errMsgs) error {
 			return mulchat.WrapError(mulchat.EINVALID, err, "value is too long")
 		case "22003", "22008": // numeric_value_out_of_range, datetime_field_overflow
 			return mulchat.WrapError(mulchat.EINVALID, err, "value is out of range")
+		case "40001", "40P01", "55P03", "57014":
+			// serialization_failure, deadlock_detected, lock_not_available,
+			// query_canceled (statement_timeout): a retry may succeed.
+			return mulchat.WrapError(mulchat.EUNAVAILABLE, err, busyMessage)
 		}
 		return nil
 	}
@@ -92,6 +98,11 @@ func translateViolation(err error, m errMsgs) error {
 			return mulchat.WrapError(mulchat.EINVALID, err, "a required value is missing")
 		case sqlite3.SQLITE_TOOBIG:
 			return mulchat.WrapError(mulchat.EINVALID, err, "value is too long")
+		}
+		// SQLITE_BUSY and SQLITE_LOCKED with their extended codes: the write
+		// lock stayed taken for the whole busy timeout.
+		if primary := sqErr.Code() & 0xff; primary == sqlite3.SQLITE_BUSY || primary == sqlite3.SQLITE_LOCKED {
+			return mulchat.WrapError(mulchat.EUNAVAILABLE, err, busyMessage)
 		}
 	}
 	return nil
