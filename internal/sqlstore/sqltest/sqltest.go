@@ -8,7 +8,6 @@ package sqltest
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"net/url"
 	"path/filepath"
@@ -51,6 +50,9 @@ func openMigrated(t testing.TB, databaseURL string) *sqlstore.DB {
 	}
 	// Registered after NewPostgresDatabaseURL's drop, so it runs before it.
 	t.Cleanup(func() { db.Close() })
+	// Tests open many databases, possibly in parallel: keep few idle
+	// connections to each.
+	db.SQL().SetMaxIdleConns(2)
 	if err := db.Migrate(ctx); err != nil {
 		t.Fatalf("sqltest: migrate: %v", err)
 	}
@@ -81,22 +83,12 @@ func NewPostgresDatabaseURL(t testing.TB) string {
 	rand.Read(b[:])
 	name := "mulchat_test_" + hex.EncodeToString(b[:])
 
-	admin, err := openAdmin(serverURL)
-	if err != nil {
-		t.Fatalf("sqltest: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+name); err != nil {
-		admin.Close()
+	if err := adminExec(serverURL, `CREATE DATABASE `+name); err != nil {
 		t.Fatalf("sqltest: create database: %v", err)
 	}
 	t.Cleanup(func() {
-		defer admin.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-		defer cancel()
 		// FORCE ends connections a test leaked, so the drop never hangs.
-		if _, err := admin.ExecContext(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
+		if err := adminExec(serverURL, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
 			t.Errorf("sqltest: drop database %s: %v", name, err)
 		}
 	})
@@ -104,12 +96,18 @@ func NewPostgresDatabaseURL(t testing.TB) string {
 	return u.String()
 }
 
-func openAdmin(serverURL string) (*sql.DB, error) {
+// adminExec runs one statement on the server's maintenance database, on a
+// connection opened for it alone: tests hold no idle admin connections, since
+// many test databases may exist at once and the server's connections are few.
+func adminExec(serverURL, statement string) error {
 	cfg, err := pgx.ParseConfig(serverURL)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	db := stdlib.OpenDB(*cfg)
-	db.SetMaxOpenConns(1)
-	return db, nil
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	_, err = db.ExecContext(ctx, statement)
+	return err
 }
