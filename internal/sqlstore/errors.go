@@ -78,6 +78,8 @@ func translateViolation(err error, m errMsgs) error {
 			return mulchat.WrapError(mulchat.EINVALID, err, "value is too long")
 		case "22003", "22008": // numeric_value_out_of_range, datetime_field_overflow
 			return mulchat.WrapError(mulchat.EINVALID, err, "value is out of range")
+		case "22P02": // invalid_text_representation, e.g. a value outside an enum
+			return mulchat.WrapError(mulchat.EINVALID, err, "value is not allowed")
 		case "40001", "40P01", "55P03", "57014":
 			// serialization_failure, deadlock_detected, lock_not_available,
 			// query_canceled (statement_timeout): a retry may succeed.
