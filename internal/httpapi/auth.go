@@ -127,6 +127,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := s.limiter.allowRegister(clientAddr(r)); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	hash, err := password.Hash(req.Password)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -153,7 +153,7 @@ func TestDotsInUsernames(t *testing.T) {
 
 func TestLoginRateLimit(t *testing.T) {
 	e := newEnv(t, sqltest.OpenSQLite(t), func(c *httpapi.Config) {
-		c.LoginRate = httpapi.LoginRate{PerUsername: 1, UserBurst: 3, PerAddress: 1, AddrBurst: 5}
+		c.LoginRate = httpapi.LoginRate{PerUsername: 1, UserBurst: 3, PerAddress: 1, AddrBurst: 5, RegisterPerAddress: 1, RegisterBurst: 2}
 	})
 	e.register(t, "alice") // one login
 	wrong := map[string]any{"username": "alice", "password": "wrong password"}
@@ -172,6 +172,17 @@ func TestLoginRateLimit(t *testing.T) {
 		expect(t, e.do(t, "POST", "/api/v1/login", "", map[string]any{"username": name, "password": "whatever pw"}), 401, "other user "+name)
 	}
 	expect(t, e.do(t, "POST", "/api/v1/login", "", map[string]any{"username": "dave", "password": "whatever pw"}), 429, "over the address limit")
+
+	// Registration has its own per-address budget (2 here, one used).
+	expect(t, e.do(t, "POST", "/api/v1/users", "", map[string]any{"username": "bob", "password": testPassword}), 201, "second registration")
+	before := counts(t, e.db)
+	r = expect(t, e.do(t, "POST", "/api/v1/users", "", map[string]any{"username": "carol", "password": testPassword}), 429, "third registration")
+	if r.header.Get("Retry-After") == "" {
+		t.Fatal("no Retry-After")
+	}
+	if after := counts(t, e.db); !maps.Equal(before, after) {
+		t.Fatalf("a refused registration changed the database")
+	}
 }
 
 // TestNoSecretsInLogs captures every log line (debug level) of a full

@@ -76,7 +76,7 @@ func newEnvWithLogger(t testing.TB, db *sqlstore.DB, logger *slog.Logger, opts .
 		Membership: rec,
 		NATSURLs:   func() []string { return []string{"nats://127.0.0.1:4999"} },
 		Logger:     logger,
-		LoginRate:  httpapi.LoginRate{PerUsername: 600, UserBurst: 1000, PerAddress: 600, AddrBurst: 1000},
+		LoginRate:  httpapi.LoginRate{PerUsername: 600, UserBurst: 1000, PerAddress: 600, AddrBurst: 1000, RegisterPerAddress: -1},
 	}
 	for _, o := range opts {
 		o(&cfg)

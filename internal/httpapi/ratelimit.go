@@ -14,9 +14,10 @@ import (
 // balancer an attacker gets N times the budget, which still bounds guessing to
 // a few attempts a minute per instance (docs/api.md).
 type loginLimiter struct {
-	users *limiterTable
-	addrs *limiterTable
-	now   func() time.Time
+	users     *limiterTable
+	addrs     *limiterTable
+	registers *limiterTable
+	now       func() time.Time
 }
 
 func newLoginLimiter(cfg LoginRate, now func() time.Time) *loginLimiter {
@@ -27,7 +28,27 @@ func newLoginLimiter(cfg LoginRate, now func() time.Time) *loginLimiter {
 	if cfg.PerAddress > 0 {
 		l.addrs = newLimiterTable(rate.Limit(cfg.PerAddress/60), cfg.AddrBurst, cfg.MaxEntries)
 	}
+	if cfg.RegisterPerAddress > 0 {
+		l.registers = newLimiterTable(rate.Limit(cfg.RegisterPerAddress/60), cfg.RegisterBurst, cfg.MaxEntries)
+	}
 	return l
+}
+
+// allowRegister takes one registration from the address's budget.
+func (l *loginLimiter) allowRegister(addr string) error {
+	if l.registers == nil {
+		return nil
+	}
+	now := l.now()
+	res := l.registers.get(addr, now).ReserveN(now, 1)
+	if delay := res.DelayFrom(now); !res.OK() || delay > 0 {
+		res.CancelAt(now)
+		if !res.OK() {
+			delay = time.Minute
+		}
+		return &retryAfterError{err: mulchat.Errorf(mulchat.ERATELIMITED, "too many registrations from this address; retry later"), after: delay}
+	}
+	return nil
 }
 
 // allow takes one attempt from both limiters, or none and returns an

@@ -42,9 +42,9 @@ const (
 	DefaultTokenTTL = 7 * 24 * time.Hour
 )
 
-// LoginRate configures the login limiter. Zero fields take the defaults of
-// DefaultLoginRate; a negative PerUsername or PerAddress disables that
-// limiter (benchmarks).
+// LoginRate configures the login and registration limiters. Zero fields take
+// the defaults of DefaultLoginRate; a negative rate disables that limiter
+// (benchmarks).
 type LoginRate struct {
 	// PerUsername attempts per minute for one username, with burst UserBurst.
 	PerUsername float64
@@ -53,14 +53,22 @@ type LoginRate struct {
 	// AddrBurst.
 	PerAddress float64
 	AddrBurst  int
+	// RegisterPerAddress registrations per minute from one client address,
+	// with burst RegisterBurst: each costs an argon2id hash, so unbounded
+	// registration would be a cheap way to load the server. 0 takes the
+	// default, or is off when PerAddress is negative.
+	RegisterPerAddress float64
+	RegisterBurst      int
 	// MaxEntries bounds each limiter's table; the least recently used
 	// entries are evicted beyond it.
 	MaxEntries int
 }
 
 // DefaultLoginRate: 10 attempts at once then 6 a minute per username; 30 at
-// once then 60 a minute per address.
-var DefaultLoginRate = LoginRate{PerUsername: 6, UserBurst: 10, PerAddress: 60, AddrBurst: 30, MaxEntries: 10000}
+// once then 60 a minute per address; 20 registrations at once then 10 a
+// minute per address.
+var DefaultLoginRate = LoginRate{PerUsername: 6, UserBurst: 10, PerAddress: 60, AddrBurst: 30,
+	RegisterPerAddress: 10, RegisterBurst: 20, MaxEntries: 10000}
 
 // Config holds the server's dependencies. Store and Authority are required;
 // History, Membership and Sessions may be nil (the endpoints that need them
@@ -132,6 +140,17 @@ func New(cfg Config) (*Server, error) {
 	}
 	if lr.AddrBurst <= 0 {
 		lr.AddrBurst = d.AddrBurst
+	}
+	if lr.RegisterPerAddress == 0 {
+		// Turning the per-address login limit off turns this one off too.
+		if lr.PerAddress < 0 {
+			lr.RegisterPerAddress = -1
+		} else {
+			lr.RegisterPerAddress, lr.RegisterBurst = d.RegisterPerAddress, d.RegisterBurst
+		}
+	}
+	if lr.RegisterBurst <= 0 {
+		lr.RegisterBurst = d.RegisterBurst
 	}
 	if lr.MaxEntries <= 0 {
 		lr.MaxEntries = d.MaxEntries
