@@ -826,3 +826,41 @@ func TestNoSecretsInLogs(t *testing.T) {
 		t.Error("something shaped like a seed appears in the log")
 	}
 }
+
+// TestConcurrentRevocationsAllLand revokes many credentials at once: each
+// revocation rewrites the one account JWT, and none may be lost to a
+// concurrent rewrite, on either database.
+func TestConcurrentRevocationsAllLand(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		key := randomMasterKey(t)
+		// Two authorities on one database, as two mulchat instances.
+		auths := []*Authority{openAuthority(t, db, key), openAuthority(t, db, key)}
+		const n = 12
+		users := make([]*mulchat.User, n)
+		keys := make([]string, n)
+		for i := range users {
+			users[i] = createUser(t, db, fmt.Sprintf("conc%d", i))
+			ic, err := auths[0].IssueUserCredential(ctx, users[i].ID, "", time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys[i] = ic.PublicKey
+		}
+		var wg sync.WaitGroup
+		for i, u := range users {
+			wg.Go(func() {
+				if err := auths[i%2].RevokeUserCredential(ctx, u.ID); err != nil {
+					t.Errorf("revoke %d: %v", i, err)
+				}
+			})
+		}
+		wg.Wait()
+		revs := chatRevocations(t, db, auths[0])
+		for i, k := range keys {
+			if !revs[k] {
+				t.Errorf("revocation of user %d lost", i)
+			}
+		}
+	})
+}

@@ -98,9 +98,24 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 	var oldKey string
 	var oldAccount int64
 	err = a.store.InTx(ctx, func(q mulchat.Queries) error {
+		oldKey, oldAccount = "", 0
 		cur, err := q.UserByID(ctx, userID)
 		if err != nil {
 			return err
+		}
+		replaces := func(prev mulchat.NATSCredential) bool {
+			return prev.PublicKey != "" && prev.PublicKey != publicKey && prev.Status(now) == mulchat.CredentialActive
+		}
+		if replaces(cur.NATS) {
+			// Lock the account before anything else and read the user again
+			// under the lock: the same order as RevokeUserCredential, so the
+			// two cannot deadlock, and a concurrent change is seen.
+			if _, err := a.lockAccount(ctx, q, a.accountOf(cur.NATS)); err != nil {
+				return err
+			}
+			if cur, err = q.UserByID(ctx, userID); err != nil {
+				return err
+			}
 		}
 		if !cur.IsActive {
 			return errUserDisabled()
@@ -109,7 +124,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		if prev.PublicKey == publicKey && prev.ExpiredAt != nil {
 			return errKeyRevoked()
 		}
-		if prev.PublicKey != "" && prev.PublicKey != publicKey && prev.Status(now) == mulchat.CredentialActive {
+		if replaces(prev) {
 			oldKey, oldAccount = prev.PublicKey, a.accountOf(prev)
 			if _, err := a.revokeKeysTx(ctx, q, oldAccount, now, oldKey); err != nil {
 				return err
@@ -226,6 +241,7 @@ func (a *Authority) RevokeUserCredential(ctx context.Context, userID int64) erro
 	var account int64
 	var newly bool
 	err := a.store.InTx(ctx, func(q mulchat.Queries) error {
+		newly = false
 		u, err := q.UserByID(ctx, userID)
 		if err != nil {
 			return err
@@ -233,15 +249,27 @@ func (a *Authority) RevokeUserCredential(ctx context.Context, userID int64) erro
 		if u.NATS.PublicKey == "" {
 			return mulchat.Errorf(mulchat.ENOTFOUND, "the user has no NATS credential")
 		}
+		// Account row first, then the user row (as in Issue); the user is
+		// read again under the account lock so the key revoked is the one
+		// the row holds when the transaction commits.
+		if _, err := a.lockAccount(ctx, q, a.accountOf(u.NATS)); err != nil {
+			return err
+		}
+		if u, err = q.UserByID(ctx, userID); err != nil {
+			return err
+		}
+		if u.NATS.PublicKey == "" {
+			return mulchat.Errorf(mulchat.ENOTFOUND, "the user has no NATS credential")
+		}
 		key, account = u.NATS.PublicKey, a.accountOf(u.NATS)
+		if _, err := a.revokeKeysTx(ctx, q, account, now, key); err != nil {
+			return err
+		}
 		if u.NATS.ExpiredAt == nil {
 			newly = true
-			if err := q.ExpireUserNATSCredential(ctx, userID, now.UTC()); err != nil {
-				return err
-			}
+			return q.ExpireUserNATSCredential(ctx, userID, now.UTC())
 		}
-		_, err = a.revokeKeysTx(ctx, q, account, now, key)
-		return err
+		return nil
 	})
 	if err != nil {
 		return err
@@ -276,7 +304,7 @@ func (a *Authority) revocationTime(now time.Time) time.Time {
 // older than MaxTTL and stores the re-signed account JWT, inside q's
 // transaction. It returns the new account JWT.
 func (a *Authority) revokeKeysTx(ctx context.Context, q mulchat.Queries, accountID int64, now time.Time, keys ...string) (string, error) {
-	acct, err := q.NATSAccountByID(ctx, accountID)
+	acct, err := a.lockAccount(ctx, q, accountID)
 	if err != nil {
 		return "", err
 	}
@@ -299,6 +327,15 @@ func (a *Authority) revokeKeysTx(ctx context.Context, q mulchat.Queries, account
 	return token, nil
 }
 
+// lockAccount reads the account row, locking it for the rest of q's
+// transaction where the store supports it (mulchat.NATSAccountLocker).
+func (a *Authority) lockAccount(ctx context.Context, q mulchat.Queries, id int64) (*mulchat.NATSAccount, error) {
+	if l, ok := q.(mulchat.NATSAccountLocker); ok {
+		return l.LockNATSAccount(ctx, id)
+	}
+	return q.NATSAccountByID(ctx, id)
+}
+
 // pruneRevocations drops revocation entries older than MaxTTL: every JWT they
 // could revoke was issued before the entry and so has expired by now. This
 // keeps the account JWT bounded by the number of revocations in one MaxTTL.
@@ -317,10 +354,9 @@ func (a *Authority) pruneRevocations(claims *jwt.AccountClaims, now time.Time) i
 // propagateRevocation makes sure the stored account JWT carries the
 // revocation, then pushes it and kicks the key's sessions.
 //
-// The check after the commit matters on databases where two concurrent
-// transactions can each read the account JWT, add their own key and write it
-// back (read committed): the second write would drop the first key. Each
-// revoker re-reads after its commit and re-applies its key until it sticks.
+// Account rewrites lock the account row (NATSAccountLocker), so a concurrent
+// rewrite cannot drop this key; the check after the commit is the safety net
+// for a store without row locks, and costs one cached read.
 func (a *Authority) propagateRevocation(ctx context.Context, userID, accountID int64, now time.Time, key string) error {
 	var token string
 	for attempt := 0; ; attempt++ {
