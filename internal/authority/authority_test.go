@@ -864,3 +864,66 @@ func TestConcurrentRevocationsAllLand(t *testing.T) {
 		}
 	})
 }
+
+// TestReplacingCredentialClosesOldKeysConnection: a user holds one
+// credential, so issuing a new key revokes the old one on the servers too.
+func TestReplacingCredentialClosesOldKeysConnection(t *testing.T) {
+	db := sqltest.OpenSQLite(t)
+	ctx := context.Background()
+	a := openAuthority(t, db, randomMasterKey(t))
+	u := createUser(t, db, "jack")
+	ns := startNATS(t, a)
+	wireServices(t, a, ns.ClientURL())
+	old, err := a.IssueUserCredential(ctx, u.ID, "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	nc, err := nats.Connect(ns.ClientURL(), nats.UserCredentials(writeCreds(t, old.Creds)), nats.NoReconnect(),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fresh, err := a.IssueUserCredential(ctx, u.ID, "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(time.Second):
+		t.Fatal("the replaced credential's connection is still open")
+	}
+	nc2, err := nats.Connect(ns.ClientURL(), nats.UserCredentials(writeCreds(t, fresh.Creds)))
+	if err != nil {
+		t.Fatalf("new credential refused: %v", err)
+	}
+	nc2.Close()
+}
+
+func TestServiceUserResignsBeforeExpiry(t *testing.T) {
+	db := sqltest.OpenSQLite(t)
+	clk := newClock(time.Now())
+	a := openAuthority(t, db, randomMasterKey(t), func(c *Config) { c.Now = clk.Now; c.MaxTTL = 4 * time.Hour; c.DefaultTTL = time.Hour })
+	su, err := a.NewServiceUser("router", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := su.JWT()
+	clk.Add(time.Hour)
+	if again, _ := su.JWT(); again != first {
+		t.Error("re-signed with most of the lifetime left")
+	}
+	clk.Add(90 * time.Minute)
+	renewed, _ := su.JWT()
+	if renewed == first {
+		t.Fatal("not re-signed with less than half of the lifetime left")
+	}
+	uc, err := jwt.DecodeUserClaims(renewed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uc.Subject != su.PublicKey() || uc.Expires != clk.Now().Add(4*time.Hour).Unix() {
+		t.Errorf("renewed claims: subject %s expires %d", uc.Subject, uc.Expires)
+	}
+}
