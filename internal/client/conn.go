@@ -94,6 +94,12 @@ func (c *Client) Connect(ctx context.Context) error {
 		nats.Timeout(5 * time.Second),
 		nats.PingInterval(20 * time.Second),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			c.mu.Lock()
+			byUs := c.connClosed
+			c.mu.Unlock()
+			if byUs {
+				return
+			}
 			c.log.Debug("NATS disconnected", "error", err)
 			c.status(Status{State: StateDisconnected, Err: natsError(err)})
 		}),

@@ -560,7 +560,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 		p("  %-22s %10d %10.2f %10.1f", ph.name, ph.p.Count, ph.p.Seconds, ph.p.PerSec)
 	}
 	p("")
-	p("  sent %d, acked %d, failed %d %s", rep.Sent, rep.Acked, rep.Failed, failedString(rep.FailedBy))
+	p("  sent %d, acked %d, failed %d%s", rep.Sent, rep.Acked, rep.Failed, failedString(rep.FailedBy))
 	p("  throughput            %10.1f msgs/s acked over %.2fs", rep.MessagesPerSec, rep.SendSeconds)
 	complete := "complete"
 	if !rep.Complete {
@@ -590,5 +590,5 @@ func failedString(by map[string]int) string {
 	for i, c := range codes {
 		parts[i] = fmt.Sprintf("%s: %d", c, by[c])
 	}
-	return "(" + strings.Join(parts, ", ") + ")"
+	return " (" + strings.Join(parts, ", ") + ")"
 }

@@ -111,6 +111,7 @@ type session struct {
 
 	mu      sync.Mutex
 	current *client.Room
+	opening string // name of the room open is creating or joining
 	names   map[int64]string
 
 	fatal chan error
@@ -250,6 +251,16 @@ func (s *session) currentRoom() *client.Room {
 // open finds a room by name (creating it if asked and missing), joins it if
 // needed, makes it current and shows its recent history.
 func (s *session) open(ctx context.Context, name string, create bool) error {
+	// The joined event of a room being created or joined here may arrive
+	// before the API call returns; it is not worth a line of its own.
+	defer func() {
+		s.mu.Lock()
+		s.opening = ""
+		s.mu.Unlock()
+	}()
+	s.mu.Lock()
+	s.opening = name
+	s.mu.Unlock()
 	room, err := s.c.RoomByName(ctx, name)
 	switch {
 	case err == nil:
@@ -371,6 +382,20 @@ func (s *session) roomName(id int64) string {
 	if ok {
 		return "#" + name
 	}
+	// A room this session has not seen yet (someone added us): look it up.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if rooms, err := s.c.Rooms(ctx); err == nil {
+		s.mu.Lock()
+		for _, r := range rooms {
+			s.names[r.ID] = r.Name
+		}
+		name, ok = s.names[id]
+		s.mu.Unlock()
+		if ok {
+			return "#" + name
+		}
+	}
 	return "room " + strconv.FormatInt(id, 10)
 }
 
@@ -390,6 +415,13 @@ func (s *session) onEvent(ev client.Event) {
 		room := s.roomName(ev.RoomID)
 		switch ev.Change {
 		case mulchat.MembershipJoined:
+			s.mu.Lock()
+			opening, cur := s.opening, s.current
+			s.mu.Unlock()
+			opened := (cur != nil && cur.ID == ev.RoomID) || (opening != "" && room == "#"+opening)
+			if opened {
+				return // "created"/"joined" was printed already
+			}
 			line = "you are now a member of " + room
 		case mulchat.MembershipLeft:
 			line = "you left " + room
