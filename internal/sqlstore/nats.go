@@ -64,7 +64,7 @@ const accountColumns = `id, name, public_key, description, created_at, updated_a
 
 func scanAccount(s scanner) (*mulchat.NATSAccount, error) {
 	var a mulchat.NATSAccount
-	err := s.Scan(&a.ID, &a.Name, &a.PublicKey, stringDest{&a.Description}, timeDest{&a.CreatedAt},
+	err := s.Scan(&a.ID, stringDest{&a.Name}, stringDest{&a.PublicKey}, stringDest{&a.Description}, timeDest{&a.CreatedAt},
 		timeDest{&a.UpdatedAt}, stringDest{&a.JWT}, &a.SeedEncrypted, stringDest{&a.SigningPublicKey},
 		&a.SigningKeyEncrypted)
 	if err != nil {

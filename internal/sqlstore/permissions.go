@@ -41,7 +41,7 @@ func (q *queries) ListUserPermissions(ctx context.Context, userID int64) ([]*mul
 		FROM nats_permissions WHERE user_id = $1 ORDER BY id`, []any{userID},
 		func(s scanner) error {
 			var p mulchat.Permission
-			if err := s.Scan(&p.ID, &p.UserID, idDest{&p.RoomID}, &p.Type, &p.Subject,
+			if err := s.Scan(&p.ID, &p.UserID, idDest{&p.RoomID}, stringDest{&p.Type}, stringDest{&p.Subject},
 				timeDest{&p.CreatedAt}, timeDest{&p.UpdatedAt}); err != nil {
 				return err
 			}

@@ -10,7 +10,7 @@ const roomColumns = `id, name, subject_prefix, description, account_id, is_publi
 
 func scanRoom(s scanner) (*mulchat.Room, error) {
 	var r mulchat.Room
-	err := s.Scan(&r.ID, &r.Name, stringDest{&r.SubjectPrefix}, stringDest{&r.Description},
+	err := s.Scan(&r.ID, stringDest{&r.Name}, stringDest{&r.SubjectPrefix}, stringDest{&r.Description},
 		idDest{&r.AccountID}, boolDest{&r.IsPublic}, timeDest{&r.CreatedAt}, timeDest{&r.UpdatedAt})
 	if err != nil {
 		return nil, err

@@ -13,7 +13,7 @@ const userColumns = `id, username, email, hashed_password, is_active, must_rotat
 
 func scanUser(s scanner) (*mulchat.User, error) {
 	var u mulchat.User
-	err := s.Scan(&u.ID, &u.Username, stringDest{&u.Email}, &u.HashedPassword,
+	err := s.Scan(&u.ID, &u.Username, stringDest{&u.Email}, stringDest{&u.HashedPassword},
 		boolDest{&u.IsActive}, boolDest{&u.MustRotatePassword}, timeDest{&u.CreatedAt},
 		stringDest{&u.NATS.JWT}, stringDest{&u.NATS.SeedHash}, stringDest{&u.NATS.PublicKey},
 		idDest{&u.NATS.AccountID}, stringDest{&u.NATS.AccountPublicKey},
