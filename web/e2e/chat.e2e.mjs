@@ -246,6 +246,9 @@ try {
     check((await p.evaluate(() => window.__xss)) === undefined, "injected script ran");
   }
 
+  await shot(a, "02-alice-desktop-conversation");
+  await shot(b, "03-bob-phone-conversation");
+
   step = "long messages wrap";
   await sendAndConfirm(a, "https://example.com/" + "a".repeat(1500) + " " + "word ".repeat(300));
   for (const p of [a, b]) {
@@ -253,8 +256,7 @@ try {
     const overflow = await p.$eval("#scroller", (s) => s.scrollWidth - s.clientWidth);
     check(overflow <= 1, `the conversation scrolls sideways by ${overflow}px`);
   }
-  await shot(a, "02-alice-desktop-conversation");
-  await shot(b, "03-bob-phone-conversation");
+  await shot(b, "03b-bob-phone-long-message");
 
   step = "members and presence";
   await a.click("#members-button");

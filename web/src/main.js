@@ -681,11 +681,15 @@ function messageEl(m) {
     h("div", { class: "day", "aria-hidden": "true", text: formatDay(m.sent_at) }),
     h(
       "div",
-      { class: "meta" },
-      h("span", { class: "sender", text: (m.sender && m.sender.username) || "?" }),
-      h("time", { datetime: m.sent_at, title: fullTimeTitle(m.sent_at), text: formatTime(m.sent_at) }),
+      { class: "bubble" },
+      h(
+        "div",
+        { class: "meta" },
+        h("span", { class: "sender", text: (m.sender && m.sender.username) || "?" }),
+        h("time", { datetime: m.sent_at, title: fullTimeTitle(m.sent_at), text: formatTime(m.sent_at) }),
+      ),
+      h("div", { class: "text", text: m.text }),
     ),
-    h("div", { class: "text", text: m.text }),
   );
 }
 
@@ -713,8 +717,7 @@ function pendingEl(conv, p) {
   const el = h(
     "li",
     { class: "msg mine " + p.status, "data-client-msg-id": p.cmid },
-    h("div", { class: "meta" }, h("span", { class: "sender", text: state.user.username }), status),
-    h("div", { class: "text", text: p.text }),
+    h("div", { class: "bubble" }, h("div", { class: "meta" }, h("span", { class: "sender", text: state.user.username }), status), h("div", { class: "text", text: p.text })),
   );
   p.el = el;
   return el;
