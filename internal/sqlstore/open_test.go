@@ -41,11 +41,13 @@ func TestOpenSQLiteCreatesPrivateFiles(t *testing.T) {
 	if fk != 1 {
 		t.Errorf("foreign_keys = %d", fk)
 	}
-	// The "sqlite:" prefix names the same file.
-	db2, err := sqlstore.Open(ctx, "sqlite:"+path)
-	mustNil(t, err)
-	defer db2.Close()
-	mustNil(t, db2.CheckSchema(ctx))
+	// The URL-ish prefixes name the same file.
+	for _, prefix := range []string{"sqlite:", "sqlite://", "file:", "file://"} {
+		db2, err := sqlstore.Open(ctx, prefix+path)
+		mustNil(t, err)
+		mustNil(t, db2.CheckSchema(ctx))
+		db2.Close()
+	}
 }
 
 func TestOpenErrors(t *testing.T) {

@@ -53,10 +53,10 @@ var _ mulchat.Store = (*DB)(nil)
 
 // Open connects to the database named by databaseURL: a "postgres://" or
 // "postgresql://" URL selects PostgreSQL through pgx; anything else is the
-// path of a SQLite file (an optional "sqlite://" or "sqlite:" prefix is
-// dropped), whose parent directory is created with mode 0700 and which is
-// created with mode 0600. Open checks that the database answers but does not
-// migrate it; call Migrate or CheckSchema next.
+// path of a SQLite file (an optional "sqlite://", "sqlite:", "file://" or
+// "file:" prefix is dropped), whose parent directory is created with mode
+// 0700 and which is created with mode 0600. Open checks that the database
+// answers but does not migrate it; call Migrate or CheckSchema next.
 func Open(ctx context.Context, databaseURL string) (*DB, error) {
 	if databaseURL == "" {
 		return nil, mulchat.Errorf(mulchat.EINVALID, "database URL is empty")
@@ -124,7 +124,13 @@ func openPostgres(databaseURL string) (*DB, error) {
 }
 
 func openSQLite(databaseURL string) (*DB, error) {
-	path := strings.TrimPrefix(strings.TrimPrefix(databaseURL, "sqlite://"), "sqlite:")
+	path := databaseURL
+	for _, prefix := range []string{"sqlite://", "sqlite:", "file://", "file:"} {
+		if p, ok := strings.CutPrefix(path, prefix); ok {
+			path = p
+			break
+		}
+	}
 	if path == "" {
 		return nil, mulchat.Errorf(mulchat.EINVALID, "SQLite database path is empty")
 	}
