@@ -298,3 +298,7 @@ func errorf(format string, args ...any) error {
 func errInvalid(msg string) error  { return mulchat.Errorf(mulchat.EINVALID, "%s", msg) }
 func errNotFound(msg string) error { return mulchat.Errorf(mulchat.ENOTFOUND, "%s", msg) }
 func errConflict(msg string) error { return mulchat.Errorf(mulchat.ECONFLICT, "%s", msg) }
+
+func errInvalidWrap(err error, msg string) error {
+	return mulchat.WrapError(mulchat.EINVALID, err, msg)
+}

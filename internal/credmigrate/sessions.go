@@ -323,7 +323,6 @@ func (m *Migrator) sqliteTableMeta(ctx context.Context, q queryer, table string)
 // name the table itself), copying the columns cols, keeping the indexes and
 // triggers that keepIndex accepts and the AUTOINCREMENT sequence.
 func (m *Migrator) sqliteRebuild(ctx context.Context, tx *sql.Tx, table, createSQL string, cols []string, keepIndex func(string) bool) error {
-	tmp := "mulchat_rebuild_" + table
 	var extras []string
 	rows, err := tx.QueryContext(ctx, "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = ? AND sql IS NOT NULL ORDER BY type, name", table)
 	if err != nil {
@@ -344,17 +343,22 @@ func (m *Migrator) sqliteRebuild(ctx context.Context, tx *sql.Tx, table, createS
 	if ok, _ := tableExists(ctx, tx, SQLite, "sqlite_sequence"); ok {
 		tx.QueryRowContext(ctx, "SELECT seq FROM sqlite_sequence WHERE name = ?", table).Scan(&seq)
 	}
-	head, items, tail, ok := tableBody(createSQL)
+	head, _, _, ok := tableBody(createSQL)
 	if !ok || !strings.Contains(strings.ToUpper(head), "CREATE TABLE") {
 		return errorf("cannot read the definition of %s", table)
 	}
-	tmpSQL := "CREATE TABLE " + tmp + " (" + strings.Join(items, ",") + ")" + tail
+	// The old table moves aside and the new one is created under the final
+	// name, so its stored definition is exactly createSQL. legacy_alter_table
+	// keeps the rename from rewriting other tables' references to table.
+	old := "mulchat_old_" + table
 	colList := strings.Join(cols, ", ")
 	for _, stmt := range []string{
-		tmpSQL,
-		"INSERT INTO " + tmp + " (" + colList + ") SELECT " + colList + " FROM " + table,
-		"DROP TABLE " + table,
-		"ALTER TABLE " + tmp + " RENAME TO " + table,
+		"PRAGMA legacy_alter_table = ON",
+		"ALTER TABLE " + table + " RENAME TO " + old,
+		createSQL,
+		"INSERT INTO " + table + " (" + colList + ") SELECT " + colList + " FROM " + old,
+		"DROP TABLE " + old,
+		"PRAGMA legacy_alter_table = OFF",
 	} {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("rebuilding %s: %w", table, err)
