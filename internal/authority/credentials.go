@@ -90,9 +90,16 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		AccountPublicKey: a.chat.pub,
 		ExpiresAt:        &exp,
 	}
+	out := &IssuedCredential{JWT: token, PublicKey: publicKey, ExpiresAt: exp}
 	if seed != nil {
 		sum := sha256.Sum256(seed)
 		cred.SeedHash = hex.EncodeToString(sum[:])
+		// Formatted before the commit: a credential whose seed could not be
+		// handed out must not be stored.
+		out.Seed = seed
+		if out.Creds, err = CredsFile(token, seed); err != nil {
+			return nil, err
+		}
 	}
 
 	var oldKey string
@@ -145,13 +152,6 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		if err := a.propagateRevocation(ctx, userID, oldAccount, now, oldKey); err != nil {
 			a.log.Warn("replaced credential revoked in the store but not propagated to NATS",
 				"user_id", userID, "public_key", oldKey, "err", err)
-		}
-	}
-	out := &IssuedCredential{JWT: token, PublicKey: publicKey, ExpiresAt: exp}
-	if seed != nil {
-		out.Seed = seed
-		if out.Creds, err = CredsFile(token, seed); err != nil {
-			return nil, err
 		}
 	}
 	return out, nil
