@@ -266,6 +266,24 @@ func (c *Client) Me(ctx context.Context) (*User, error) {
 	return &u, nil
 }
 
+// ServerGeneratedCreds asks the server to generate a key pair and returns the
+// standard .creds file (JWT and seed) it answers with, once: the legacy flow,
+// for tools such as the nats CLI. It replaces (and so revokes) the user's
+// current credential, including one this client obtained for its own key.
+// The caller must write the file 0600 and never log it.
+func (c *Client) ServerGeneratedCreds(ctx context.Context) ([]byte, error) {
+	var out struct {
+		Creds string `json:"creds"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/me/credentials", struct{}{}, &out); err != nil {
+		return nil, fmt.Errorf("obtain a .creds file: %w", err)
+	}
+	if out.Creds == "" {
+		return nil, mulchat.Errorf(mulchat.EINTERNAL, "the server's answer holds no .creds file")
+	}
+	return []byte(out.Creds), nil
+}
+
 // RevokeCredential revokes the user's NATS credential: NATS closes the live
 // connections of the key, and this client closes itself when it notices.
 func (c *Client) RevokeCredential(ctx context.Context) error {

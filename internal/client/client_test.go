@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/client"
@@ -472,4 +475,73 @@ func hasEvent(b *inbox, typ string, roomID int64, change string) bool {
 		}
 	}
 	return false
+}
+
+// What docs/client.md shows with the nats CLI, done with nats.go: a .creds
+// file from the API, the custom inbox prefix, a request on the send subject
+// and a subscription to the user's deliveries.
+func TestPlainNATSWithCredsFile(t *testing.T) {
+	srv := clienttest.Start(t, clienttest.Options{})
+	alice, _ := newUser(t, srv, "alice", nil)
+	room := roomWith(t, "cli", alice)
+	ctx := context.Background()
+	creds, err := alice.ServerGeneratedCreds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/alice.creds"
+	if err := os.WriteFile(path, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	uid := alice.UserID()
+	nc, err := nats.Connect(srv.Main.NATSClientURL(), nats.UserCredentials(path),
+		nats.CustomInboxPrefix(mulchat.UserInboxPrefix(uid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync(mulchat.UserSubject(uid, ">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := nc.Request(mulchat.SendSubject(room.ID, uid), []byte(`{"text":"hi"}`), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ack struct {
+		Seq uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(reply.Data, &ack); err != nil || ack.Seq == 0 {
+		t.Fatalf("reply %s: %v", reply.Data, err)
+	}
+	for {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("no delivery: %v", err)
+		}
+		if m.Subject != mulchat.UserSubject(uid, "msg") {
+			continue // an event
+		}
+		var msg mulchat.Message
+		if err := json.Unmarshal(m.Data, &msg); err != nil {
+			t.Fatal(err)
+		}
+		if msg.Text != "hi" || msg.Seq != ack.Seq || msg.Sender.Username != "alice" {
+			t.Errorf("delivery %+v", msg)
+		}
+		break
+	}
+	// Without the custom inbox prefix the reply cannot reach the user.
+	plain, err := nats.Connect(srv.Main.NATSClientURL(), nats.UserCredentials(path),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})) // the denied inbox is expected
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := plain.Request(mulchat.SendSubject(room.ID, uid), []byte(`{"text":"lost"}`), time.Second); err == nil {
+		t.Error("a request with the default _INBOX prefix got a reply")
+	}
 }
