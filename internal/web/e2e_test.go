@@ -101,6 +101,9 @@ func startServer(t testing.TB, databaseURL string) *app.Main {
 		NATSPort:    -1,
 		NATSWSPort:  -1,
 		MasterKey:   key,
+		// Short credentials, so the page's renewal is exercised (the
+		// script runs the page's clock forward; the server's runs for real).
+		CredentialTTL: 2 * time.Minute,
 		Web: func(natsURLs []string) http.Handler {
 			return web.Handler(web.WithNATSWebSocketURLs(natsURLs...))
 		},

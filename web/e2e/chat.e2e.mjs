@@ -201,6 +201,15 @@ try {
   await a.waitForSelector("#auth-error:text-is('Wrong username or password.')", { timeout: TIMEOUT });
   await shot(a, "01-login-error");
 
+  step = "rate limited logins say so";
+  for (let i = 0; i < 15; i++) {
+    await a.click("#auth-submit");
+    await a.waitForFunction(() => !document.getElementById("auth-submit").disabled, null, { timeout: TIMEOUT });
+    if (/Too many login attempts/.test(await a.textContent("#auth-error"))) break;
+  }
+  check(/Too many login attempts/.test(await a.textContent("#auth-error")), "repeated wrong logins end in a rate-limit message");
+  await shot(a, "01b-login-rate-limited");
+
   step = "register alice";
   await register(a, alice, true);
 
@@ -391,6 +400,40 @@ try {
   check(/revoked/i.test(notice), `signed-out notice names the revocation: ${notice}`);
   await shot(b, "10-bob-signed-out");
   result.signed_out_notice = notice;
+
+  step = "alice signs in elsewhere; the new page renews its credential before expiry";
+  // One chat key per user: the second sign-in replaces (and revokes) the
+  // first page's key, which must say why it was signed out. The new page's
+  // clock is run forward past 80% of the credential's lifetime (the server
+  // issues 2-minute credentials in these tests) to trigger the renewal.
+  const ctxD = await browser.newContext({ viewport: { width: 1024, height: 700 } });
+  await ctxD.clock.install();
+  const d = await ctxD.newPage();
+  pages.push(d);
+  watch(d, "alice-2");
+  await d.goto(BASE + "/");
+  await d.fill("#username", alice);
+  await d.fill("#password", PASSWORD);
+  await d.click("#auth-submit");
+  await connected(d);
+  await a.waitForSelector("#signed-out", { timeout: TIMEOUT });
+  const replacedNotice = await a.textContent("#signed-out");
+  check(/another device/i.test(replacedNotice), `first page names the other device: ${replacedNotice}`);
+  await shot(a, "11-alice-replaced-by-another-device");
+  const me = async () =>
+    d.evaluate(async () => {
+      const token = JSON.parse(sessionStorage.getItem("mulchat.session") || "null");
+      return token;
+    });
+  check((await me()) === null, "a page without 'stay signed in' stores nothing");
+  const renewed = d.waitForResponse((r) => r.url().endsWith("/api/v1/me/credentials/renew"), { timeout: TIMEOUT });
+  await d.clock.fastForward("01:40");
+  const renewRes = await renewed;
+  check(renewRes.status() === 200, `renew answered ${renewRes.status()}`);
+  await connected(d);
+  await openRoom(d, room);
+  await sendAndConfirm(d, "still here after renewal");
+  await waitText(c, "still here after renewal");
 
   step = "no problems";
   check(problems.length === 0, "problems:\n  " + problems.join("\n  "));

@@ -21,7 +21,8 @@ export function friendlyError(err, context) {
       return "Cannot reach the server. Check your connection and try again.";
     case "rate_limited": {
       const wait = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : " Wait a moment and try again.";
-      return "Too many requests." + wait;
+      const what = context === "login" ? "Too many login attempts." : context === "register" ? "Too many registrations from this address." : "Too many requests.";
+      return what + wait;
     }
     case "unauthorized":
       if (context === "login") return "Wrong username or password.";
