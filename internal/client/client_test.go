@@ -140,7 +140,17 @@ func roomWith(t *testing.T, name string, owner *client.Client, others ...*client
 }
 
 func TestTwoUsersChat(t *testing.T) {
-	srv := clienttest.Start(t, clienttest.Options{})
+	for _, db := range []struct {
+		name     string
+		postgres bool
+	}{{"sqlite", false}, {"postgres", true}} {
+		t.Run(db.name, func(t *testing.T) {
+			testTwoUsersChat(t, clienttest.Start(t, clienttest.Options{Postgres: db.postgres}))
+		})
+	}
+}
+
+func testTwoUsersChat(t *testing.T, srv *clienttest.Server) {
 	alice, aliceIn := newUser(t, srv, "alice", nil)
 	bob, bobIn := newUser(t, srv, "bob", nil)
 	room := roomWith(t, "lobby", alice, bob)

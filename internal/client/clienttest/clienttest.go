@@ -21,6 +21,7 @@ import (
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/httpapi"
+	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
 )
 
 // Server is a running in-process mulchat server.
@@ -34,6 +35,9 @@ type Server struct {
 // Options tune Start; the zero value is fine.
 type Options struct {
 	Logger *slog.Logger
+	// Postgres runs the server on a fresh PostgreSQL database (skipping the
+	// test without MULCHAT_TEST_POSTGRES_URL) instead of SQLite.
+	Postgres bool
 }
 
 // Start starts a server and closes it at cleanup.
@@ -47,13 +51,18 @@ func Start(t testing.TB, opts Options) *Server {
 	_, _ = rand.Read(key)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	var dbURL string
+	if opts.Postgres {
+		dbURL = sqltest.NewPostgresDatabaseURL(t)
+	}
 	m, err := app.Start(ctx, app.Config{
-		DataDir:    t.TempDir(),
-		HTTPAddr:   "127.0.0.1:0",
-		NATSHost:   "127.0.0.1",
-		NATSPort:   -1,
-		NATSWSPort: -1,
-		MasterKey:  key,
+		DataDir:     t.TempDir(),
+		DatabaseURL: dbURL,
+		HTTPAddr:    "127.0.0.1:0",
+		NATSHost:    "127.0.0.1",
+		NATSPort:    -1,
+		NATSWSPort:  -1,
+		MasterKey:   key,
 		// Tests and benches log in many users from one address.
 		LoginRate: httpapi.LoginRate{PerUsername: -1, PerAddress: -1},
 		Logger:    logger,
