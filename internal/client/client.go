@@ -99,10 +99,13 @@ type Client struct {
 	sub            *nats.Subscription
 	closed         bool
 	connClosed     bool // the client closed the NATS connection on purpose
-	cancel         context.CancelFunc
-	wg             sync.WaitGroup
-	renewNow       chan struct{}
-	lastAuthCheck  time.Time
+	// bg is the context of the background work (renewal, gap fills,
+	// credential checks); Close cancels it.
+	bg            context.Context
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	renewNow      chan struct{}
+	lastAuthCheck time.Time
 
 	// permDenied records publish subjects NATS refused, so that a request
 	// that timed out because of a permission violation is reported as one.
@@ -135,7 +138,10 @@ func New(cfg Config) (*Client, error) {
 	if cfg.RenewAt <= 0 || cfg.RenewAt >= 1 {
 		cfg.RenewAt = 0.8
 	}
+	bg, cancel := context.WithCancel(context.Background())
 	c := &Client{
+		bg:         bg,
+		cancel:     cancel,
 		cfg:        cfg,
 		serverURL:  base,
 		apiBase:    base + "/api/v1",
@@ -420,11 +426,8 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
-	cancel := c.cancel
 	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
+	c.cancel()
 	c.closeConn()
 	c.wg.Wait()
 	c.mu.Lock()

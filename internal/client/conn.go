@@ -147,18 +147,16 @@ func (c *Client) Connect(ctx context.Context) error {
 		return natsError(err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		cancel()
 		nc.Close()
 		return mulchat.Errorf(mulchat.EINVALID, "the client is closed")
 	}
-	c.nc, c.sub, c.cancel = nc, sub, cancel
+	c.nc, c.sub = nc, sub
 	c.wg.Add(1)
 	c.mu.Unlock()
-	go c.renewLoop(ctx)
+	go c.renewLoop(c.bg)
 	c.log.Debug("connected to NATS", "url", nc.ConnectedUrlRedacted(), "user_id", uid)
 	c.status(Status{State: StateConnected})
 	return nil
@@ -261,7 +259,7 @@ func (c *Client) onConnError(err error) {
 // refused it: a revoked credential closes the client (it must not hammer
 // the server forever), an expired one is renewed.
 func (c *Client) checkCredential() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(c.bg, 10*time.Second)
 	defer cancel()
 	me, err := c.Me(ctx)
 	if isCode(err, mulchat.EUNAUTHORIZED) {

@@ -223,7 +223,7 @@ func (c *Client) fillGaps(nc *nats.Conn, rooms map[int64]uint64) {
 	total := 0
 	for {
 		target := nc.Stats().Reconnects
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(c.bg, time.Minute)
 		var recovered []mulchat.Message
 		for roomID, last := range rooms {
 			msgs, err := c.newerThan(ctx, roomID, last)
@@ -244,7 +244,7 @@ func (c *Client) fillGaps(nc *nats.Conn, rooms map[int64]uint64) {
 			c.status(Status{State: StateGapFilled, Missed: total})
 			return
 		}
-		if nc.IsClosed() {
+		if nc.IsClosed() || c.bg.Err() != nil {
 			return
 		}
 		var ok bool
