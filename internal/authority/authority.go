@@ -231,6 +231,9 @@ func (a *Authority) loadOrCreate(ctx context.Context, q mulchat.Queries) error {
 	if opClaims.Subject != op.PublicKey {
 		return mulchat.Errorf(mulchat.EINVALID, "the stored operator JWT is not for the operator %s", op.PublicKey)
 	}
+	if opKP, err = newFastSigner(opKP); err != nil {
+		return err
+	}
 	a.operatorKP, a.operatorPub, a.operatorJWT = opKP, op.PublicKey, op.JWT
 
 	sysAcct, err := a.loadOrCreateAccount(ctx, q, mulchat.SystemAccountName, opClaims.SystemAccount, sysKP)
@@ -399,7 +402,11 @@ func (a *Authority) accountKeys(acct *mulchat.NATSAccount) (accountKeys, error) 
 	if err != nil {
 		return accountKeys{}, mulchat.Errorf(mulchat.EINVALID, "the stored signing key of account %s is not valid", acct.Name)
 	}
-	return accountKeys{id: acct.ID, pub: acct.PublicKey, signer: kp, signerPub: signerPub}, nil
+	signer, err := newFastSigner(kp)
+	if err != nil {
+		return accountKeys{}, err
+	}
+	return accountKeys{id: acct.ID, pub: acct.PublicKey, signer: signer, signerPub: signerPub}, nil
 }
 
 // OperatorJWT returns the operator JWT servers must trust.

@@ -97,7 +97,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		// Formatted before the commit: a credential whose seed could not be
 		// handed out must not be stored.
 		out.Seed = seed
-		if out.Creds, err = CredsFile(token, seed); err != nil {
+		if out.Creds, err = formatFreshCreds(token, seed); err != nil {
 			return nil, err
 		}
 	}
@@ -522,6 +522,24 @@ func (c *claimsCache) decode(token string) (*jwt.AccountClaims, error) {
 	}
 	c.token, c.claims = token, claims
 	return claims, nil
+}
+
+// formatFreshCreds formats the .creds file of a JWT just signed here for the
+// seed just generated. It writes the same bytes as jwt.FormatUserConfig
+// (TestFormatFreshCredsMatchesLibrary) without the library's decoding and
+// signature check of the JWT, which cost more than signing it.
+func formatFreshCreds(userJWT string, seed []byte) ([]byte, error) {
+	decorated, err := jwt.DecorateSeed(seed)
+	if err != nil {
+		return nil, mulchat.Errorf(mulchat.EINTERNAL, "cannot format the generated seed")
+	}
+	var b strings.Builder
+	b.Grow(len(userJWT) + len(decorated) + 64)
+	b.WriteString("-----BEGIN NATS USER JWT-----\n")
+	b.WriteString(userJWT)
+	b.WriteString("\n------END NATS USER JWT------\n\n")
+	b.Write(decorated)
+	return []byte(b.String()), nil
 }
 
 // CredsFile formats a standard NATS .creds file holding the JWT and seed.

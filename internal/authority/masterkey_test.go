@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/mulchat/mulchat"
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 )
 
@@ -234,6 +235,31 @@ func TestValidSubject(t *testing.T) {
 	} {
 		if got := validSubject(s); got != want {
 			t.Errorf("validSubject(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestFormatFreshCredsMatchesLibrary(t *testing.T) {
+	acct, _ := nkeys.CreateAccount()
+	for range 5 {
+		kp, _ := nkeys.CreateUser()
+		pub, _ := kp.PublicKey()
+		seed, _ := kp.Seed()
+		uc := jwt.NewUserClaims(pub)
+		token, err := uc.Encode(acct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := jwt.FormatUserConfig(token, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := formatFreshCreds(token, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("formatFreshCreds differs from jwt.FormatUserConfig:\n%s\nwant\n%s", got, want)
 		}
 	}
 }
