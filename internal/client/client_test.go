@@ -555,3 +555,44 @@ func TestPlainNATSWithCredsFile(t *testing.T) {
 		t.Error("a request with the default _INBOX prefix got a reply")
 	}
 }
+
+// The data model holds one credential per user: a second client of the same
+// user takes it over, and the first closes with a clear reason instead of
+// fighting for it.
+func TestSecondClientOfSameUserTakesOver(t *testing.T) {
+	srv := clienttest.Start(t, clienttest.Options{})
+	first, firstIn := newUser(t, srv, "alice", nil)
+	room := roomWith(t, "takeover", first)
+	connect(t, first)
+
+	b := newInbox()
+	cfg := client.Config{ServerURL: srv.URL()}
+	b.config(&cfg)
+	second, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	ctx := context.Background()
+	if err := second.Login(ctx, "alice", password); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, second)
+
+	firstIn.waitFor(t, "first client closed", func(b *inbox) bool { return bobCount(b, client.StateClosed) > 0 })
+	firstIn.mu.Lock()
+	var reason error
+	for _, s := range firstIn.states {
+		if s.State == client.StateClosed {
+			reason = s.Err
+		}
+	}
+	firstIn.mu.Unlock()
+	if mulchat.ErrorCode(reason) != mulchat.EUNAUTHORIZED || !strings.Contains(mulchat.ErrorMessage(reason), "another client") {
+		t.Errorf("first client closed with %v", reason)
+	}
+	if _, err := second.Send(ctx, room.ID, "mine now"); err != nil {
+		t.Fatalf("second client cannot send: %v", err)
+	}
+	b.waitFor(t, "own message", func(b *inbox) bool { return len(b.msgs) == 1 })
+}
