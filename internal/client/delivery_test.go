@@ -18,7 +18,7 @@ func (g *got) record(m mulchat.Message) {
 	*g = append(*g, string(rune('A'+m.RoomID-1))+itoa(m.Seq))
 }
 
-func itoa(n uint64) string { return string(rune('0' + n/10)) + string(rune('0'+n%10)) }
+func itoa(n uint64) string { return string(rune('0'+n/10)) + string(rune('0'+n%10)) }
 
 // After a reconnect, live messages are held until the gap is filled; the
 // recovered ones come out first, in order, and nothing twice.
