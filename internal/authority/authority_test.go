@@ -729,6 +729,7 @@ func TestVerifyCreds(t *testing.T) {
 		{"truncated jwt", []byte(valid.JWT[:len(valid.JWT)-10]), want{err: true}},
 		{"garbage", []byte("hello, this is not a creds file"), want{err: true}},
 		{"empty", nil, want{err: true}},
+		{"oversize", []byte(strings.Repeat("A", MaxCredsSize+1)), want{err: true}},
 		{"jwt without seed", []byte(valid.JWT), want{err: true}},
 		{"seed not matching", mismatched, want{current: true, problem: "seed does not belong"}},
 		{"revoked", revoked.Creds, want{revoked: true}},

@@ -9,6 +9,10 @@ import (
 	"github.com/nats-io/jwt/v2"
 )
 
+// MaxCredsSize bounds what VerifyCreds parses. A creds file is a JWT and a
+// seed, a few kilobytes even with many permission grants.
+const MaxCredsSize = 256 * 1024
+
 // Verification is what VerifyCreds found out about a creds file.
 type Verification struct {
 	UserID    int64 // 0 when no mulchat user holds the key
@@ -38,6 +42,9 @@ func (v *Verification) Valid() bool {
 func (a *Authority) VerifyCreds(ctx context.Context, creds []byte) (*Verification, error) {
 	if len(bytes.TrimSpace(creds)) == 0 {
 		return nil, mulchat.Errorf(mulchat.EINVALID, "the creds file is empty")
+	}
+	if len(creds) > MaxCredsSize {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "the creds file is larger than %d bytes: not a creds file", MaxCredsSize)
 	}
 	token, err := jwt.ParseDecoratedJWT(creds)
 	if err != nil || token == "" {
