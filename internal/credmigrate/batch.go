@@ -12,8 +12,8 @@ import (
 	"time"
 )
 
-// passStats accumulate over the batches of one pass.
-type passStats struct {
+// PassStats accumulate over the batches of one pass.
+type PassStats struct {
 	Users       int64            `json:"users"`        // users with legacy rows that exist
 	OrphanUsers int64            `json:"orphan_users"` // user ids with legacy rows but no user
 	OrphanRows  int64            `json:"orphan_rows"`
@@ -41,16 +41,16 @@ type Mismatch struct {
 
 const maxSamples = 100
 
-func newPassStats() *passStats {
-	return &passStats{Actions: map[string]int64{}, Verified: map[string]int64{}, src: sha256.New(), dst: sha256.New()}
+func newPassStats() *PassStats {
+	return &PassStats{Actions: map[string]int64{}, Verified: map[string]int64{}, src: sha256.New(), dst: sha256.New()}
 }
 
-func (s *passStats) finish() {
+func (s *PassStats) finish() {
 	s.SourceDigest = hex.EncodeToString(s.src.Sum(nil))
 	s.TargetDigest = hex.EncodeToString(s.dst.Sum(nil))
 }
 
-func (s *passStats) mismatch(m Mismatch) {
+func (s *PassStats) mismatch(m Mismatch) {
 	s.Unverified++
 	if len(s.Mismatches) < maxSamples {
 		s.Mismatches = append(s.Mismatches, m)
@@ -58,7 +58,7 @@ func (s *passStats) mismatch(m Mismatch) {
 }
 
 // merge adds a batch's stats (computed in a transaction that committed).
-func (s *passStats) merge(b *passStats) {
+func (s *PassStats) merge(b *PassStats) {
 	s.Users += b.Users
 	s.OrphanUsers += b.OrphanUsers
 	s.OrphanRows += b.OrphanRows
@@ -220,7 +220,7 @@ WHERE u.id = v.id`, ids, jwts, seeds, pubs, accts, apubs, exps, expd)
 // runBatch processes the users of one batch after `after` inside tx:
 // decides, writes (when write is set) and verifies field by field. It
 // returns the last user id of the batch, or after when there is none.
-func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write bool, st *passStats) (int64, error) {
+func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write bool, st *PassStats) (int64, error) {
 	ids, err := m.batchIDs(ctx, tx, after, m.opts.BatchSize)
 	if err != nil || len(ids) == 0 {
 		return after, err
@@ -306,7 +306,7 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write 
 
 // pass runs runBatch over every legacy user id after start, one transaction
 // per batch. checkpoint, when set, is updated in each batch's transaction.
-func (m *Migrator) pass(ctx context.Context, name string, start int64, write, commit, checkpoint bool, total int64) (*passStats, error) {
+func (m *Migrator) pass(ctx context.Context, name string, start int64, write, commit, checkpoint bool, total int64) (*PassStats, error) {
 	all := newPassStats()
 	// Batch digests are fed in order into the pass digests: a batch that is
 	// retried must not feed twice, so each attempt gets fresh hashes and
@@ -315,7 +315,7 @@ func (m *Migrator) pass(ctx context.Context, name string, start int64, write, co
 	prog := newProgress(m.opts.Progress, name, total, m.opts.Now)
 	defer prog.done()
 	for {
-		var b *passStats
+		var b *PassStats
 		var last int64
 		err := m.inTx(ctx, commit, func(tx *sql.Tx) error {
 			b = newPassStats()

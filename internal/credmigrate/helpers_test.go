@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io/fs"
 	"slices"
 	"strings"
 	"testing"
@@ -181,3 +182,9 @@ func expectedWinners(t testing.TB, e *env) map[int64]int64 {
 	}
 	return out
 }
+
+func slicesSort(s []int64) { slices.Sort(s) }
+
+const versionTable = sqlstore.GooseTable
+
+func migrationsFor(dialect string) fs.FS { return sqlstore.Migrations(dialect) }

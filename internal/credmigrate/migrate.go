@@ -27,8 +27,8 @@ type Report struct {
 	ResumedAfter  int64             `json:"resumed_after_user_id,omitempty"`
 
 	Precheck  *Precheck      `json:"precheck,omitempty"`
-	Copy      *passStats     `json:"copy,omitempty"`
-	Verify    *passStats     `json:"verify,omitempty"`
+	Copy      *PassStats     `json:"copy,omitempty"`
+	Verify    *PassStats     `json:"verify,omitempty"`
 	Seeds     *SeedScrub     `json:"seeds,omitempty"`
 	Passwords *PasswordScrub `json:"passwords,omitempty"`
 	Sessions  *SessionColumn `json:"sessions_credential_id,omitempty"`

@@ -381,12 +381,10 @@ func (g *generator) credential(r *rand.Rand, iat time.Time, older bool) (credRow
 	} else {
 		uc := jwt.NewUserClaims(subject)
 		uc.Name = "legacy"
-		uc.IssuedAt = iat.Unix()
 		if !exp.IsZero() {
 			uc.Expires = exp.Unix()
 		}
-		uc.IssuerAccount = ""
-		token, err := uc.Encode(g.account)
+		token, err := EncodeUserJWT(uc, g.account, iat)
 		if err != nil {
 			return credRow{}, err
 		}

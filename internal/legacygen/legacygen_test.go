@@ -3,6 +3,7 @@ package legacygen_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/mulchat/mulchat/internal/legacygen"
 	"github.com/mulchat/mulchat/internal/legacygen/legacytest"
@@ -61,6 +62,9 @@ func TestGenerate(t *testing.T) {
 			uc, err := jwt.DecodeUserClaims(tok)
 			if err != nil {
 				t.Fatalf("JWT does not verify: %v", err)
+			}
+			if uc.IssuedAt > time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Unix() {
+				t.Fatalf("JWT issued at %d, after the generator's reference time", uc.IssuedAt)
 			}
 			if uc.Issuer != res.AccountPublicKey {
 				t.Fatalf("JWT issuer %s, want the legacy account", uc.Issuer)
