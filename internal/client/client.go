@@ -99,6 +99,7 @@ type Client struct {
 	sub            *nats.Subscription
 	closed         bool
 	connClosed     bool // the client closed the NATS connection on purpose
+	connecting     bool // a Connect is in progress
 	// bg is the context of the background work (renewal, gap fills,
 	// credential checks); Close cancels it.
 	bg            context.Context

@@ -65,10 +65,16 @@ func (c *Client) Connect(ctx context.Context) error {
 	case c.closed:
 		c.mu.Unlock()
 		return mulchat.Errorf(mulchat.EINVALID, "the client is closed")
-	case c.nc != nil:
+	case c.nc != nil || c.connecting:
 		c.mu.Unlock()
 		return mulchat.Errorf(mulchat.ECONFLICT, "already connected")
 	}
+	c.connecting = true
+	defer func() {
+		c.mu.Lock()
+		c.connecting = false
+		c.mu.Unlock()
+	}()
 	uid := c.user.ID
 	urls := c.cfg.NATSURLs
 	if len(urls) == 0 {
@@ -88,8 +94,8 @@ func (c *Client) Connect(ctx context.Context) error {
 		nats.CustomReconnectDelay(reconnectDelay),
 		// A refused credential is usually an expired or just-renewed JWT;
 		// the renewal loop repairs it, so keep trying instead of giving up
-		// after two refusals. A revoked credential closes the client
-		// through onAuthError.
+		// after two refusals. A revoked or replaced credential closes the
+		// client (onConnError → checkCredential).
 		nats.IgnoreAuthErrorAbort(),
 		nats.Timeout(5 * time.Second),
 		nats.PingInterval(20 * time.Second),
