@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -264,31 +263,4 @@ func TestServePageWithoutNPM(t *testing.T) {
 	if ct := api.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("API 404 is served by the page handler (Content-Type %q)", ct)
 	}
-}
-
-// BenchmarkBrowserSendToDisplay measures, once per run, the time from a send
-// in one browser to its display in another (median and p99 over
-// E2E_BENCH_N, default 100, messages sent one at a time), on SQLite. The
-// figures are reported as metrics; BENCHMARKS.md records them.
-func BenchmarkBrowserSendToDisplay(b *testing.B) {
-	browserTools(b)
-	m := startServer(b, filepath.Join(b.TempDir(), "mulchat.db"))
-	var lat struct {
-		N        int     `json:"n"`
-		MedianMS float64 `json:"median_ms"`
-		P99MS    float64 `json:"p99_ms"`
-	}
-	for b.Loop() {
-		res := runScript(b, m, "bench")
-		if !res.OK {
-			b.Fatalf("browser benchmark failed at %q: %s", res.Step, res.Error)
-		}
-		if err := json.Unmarshal(res.BrowserLatency, &lat); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(lat.MedianMS, "median-ms")
-	b.ReportMetric(lat.P99MS, "p99-ms")
-	b.ReportMetric(float64(lat.N), "messages")
-	fmt.Fprintf(os.Stderr, "browser send→display over %d messages: median %.2f ms, p99 %.2f ms\n", lat.N, lat.MedianMS, lat.P99MS)
 }

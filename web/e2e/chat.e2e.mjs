@@ -130,7 +130,7 @@ const round = (x) => Math.round(x * 100) / 100;
 // time from the send (click in a) to the message's display in b, measured
 // on the browser's shared clock.
 async function measureLatency(a, b, n, prefix) {
-  await b.evaluate((prefix) => {
+  const observe = (prefix) => {
     window.__seen = {};
     new MutationObserver((recs) => {
       const t = performance.timeOrigin + performance.now();
@@ -140,8 +140,11 @@ async function measureLatency(a, b, n, prefix) {
           if (el && el.textContent.startsWith(prefix) && !(el.textContent in window.__seen)) window.__seen[el.textContent] = t;
         }
     }).observe(document.getElementById("messages"), { childList: true });
-  }, prefix);
+  };
+  await a.evaluate(observe, prefix);
+  await b.evaluate(observe, prefix);
   const lat = [];
+  const ack = [];
   for (let i = 0; i < n; i++) {
     const text = `${prefix}${i}`;
     const t0 = await a.evaluate((text) => {
@@ -154,11 +157,13 @@ async function measureLatency(a, b, n, prefix) {
     await b.waitForFunction((text) => text in window.__seen, text, { timeout: TIMEOUT });
     const t1 = await b.evaluate((text) => window.__seen[text], text);
     lat.push(t1 - t0);
+    await a.waitForFunction((text) => text in window.__seen, text, { timeout: TIMEOUT });
+    ack.push((await a.evaluate((text) => window.__seen[text], text)) - t0);
     // Stay under the router's per-user send rate (20/s).
     const spent = Date.now() - Math.floor(t0);
     if (spent < RATE_GAP_MS) await a.waitForTimeout(RATE_GAP_MS - spent);
   }
-  return stats(lat);
+  return { ...stats(lat), ack: stats(ack) };
 }
 
 // ------------------------------------------------------------ scenario

@@ -575,10 +575,18 @@ function nearBottom() {
   const s = els.scroller;
   return !s || s.scrollHeight - s.scrollTop - s.clientHeight < 80;
 }
+// scrollToBottom scrolls before the next frame: reading scrollHeight forces
+// a layout, so several inserts in one task share one.
+let scrollQueued = false;
 function scrollToBottom() {
-  if (!els.scroller) return;
-  els.scroller.scrollTop = els.scroller.scrollHeight;
-  if (els.jump) els.jump.hidden = true;
+  if (!els.scroller || scrollQueued) return;
+  scrollQueued = true;
+  requestAnimationFrame(() => {
+    scrollQueued = false;
+    if (!els.scroller) return;
+    els.scroller.scrollTop = els.scroller.scrollHeight;
+    if (els.jump) els.jump.hidden = true;
+  });
 }
 
 function onScroll(conv) {
@@ -666,10 +674,12 @@ function insertMessages(conv, msgs) {
     }
     if (conv.el) {
       const next = lo + 1 < conv.seqs.length ? conv.el.querySelector(`[data-seq="${conv.seqs[lo + 1]}"]`) : null;
-      conv.el.insertBefore(messageEl(m), next);
+      const el = messageEl(m);
+      conv.el.insertBefore(el, next);
+      relabelDay(el);
+      if (next) relabelDay(next);
     }
   }
-  if (added && conv.el) relabelDays(conv);
   return added;
 }
 
@@ -693,7 +703,12 @@ function messageEl(m) {
   );
 }
 
-// relabelDays shows a date line above the first message of each day.
+// relabelDay shows the date line on el when it is the first message of its
+// day; relabelDays does it for the whole list.
+function relabelDay(el) {
+  const prev = el.previousElementSibling;
+  el.classList.toggle("first-of-day", !prev || prev.dataset.day !== el.dataset.day);
+}
 function relabelDays(conv) {
   let prev = "";
   for (const li of conv.el.children) {
@@ -739,11 +754,15 @@ async function sendMessage(conv, text, p) {
     conv.pending.set(p.cmid, p);
   }
   p.status = "sending";
+  // The request goes out before the page draws anything, so layout work
+  // never delays the send.
+  const acked = state.chat
+    ? state.chat.send(conv.id, p.text, p.cmid)
+    : Promise.reject(Object.assign(new Error("Not connected to the chat server."), { code: "disconnected" }));
   redrawPending(conv, p);
   scrollToBottom();
   try {
-    if (!state.chat) throw Object.assign(new Error("Not connected to the chat server."), { code: "disconnected" });
-    const ack = await state.chat.send(conv.id, p.text, p.cmid);
+    const ack = await acked;
     const a = (ack && (ack.message || ack)) || {};
     if (typeof a.seq !== "number") throw new Error("The server's answer had no sequence number.");
     const stick = nearBottom();
@@ -761,8 +780,10 @@ async function sendMessage(conv, text, p) {
     // already there (delivered before the ack).
     conv.pending.delete(p.cmid);
     if (p.el) p.el.remove();
-    if (stick) scrollToBottom();
-    readUpTo(conv);
+    if (stick) {
+      scrollToBottom();
+      readLatest(conv);
+    }
   } catch (e) {
     if (!conv.pending.has(p.cmid)) return; // confirmed by delivery meanwhile
     p.status = "failed";
@@ -799,6 +820,11 @@ function discardPending(conv, p) {
 // readUpTo marks the open, scrolled-to-bottom conversation as read.
 function readUpTo(conv) {
   if (conv.id !== state.openRoom || document.hidden || !nearBottom()) return;
+  readLatest(conv);
+}
+
+// readLatest marks the conversation read up to its newest message.
+function readLatest(conv) {
   const last = conv.seqs[conv.seqs.length - 1];
   if (last) markRead(conv.id, last);
   if (state.unread.get(conv.id)) {
@@ -842,7 +868,7 @@ function onMessage(m) {
   if (!added) return;
   if (open && stick && !document.hidden) {
     scrollToBottom();
-    readUpTo(conv);
+    readLatest(conv);
     return;
   }
   if (open && els.jump) els.jump.hidden = false;
