@@ -50,7 +50,7 @@ func (r *Router) MembershipChanged(ctx context.Context, roomID, userID int64, ch
 	if userID > 0 {
 		r.publishEvent(userID, &mulchat.Event{Type: mulchat.EventMembership, RoomID: roomID, UserID: userID, Change: change})
 	}
-	if err := r.nc.FlushWithContext(ctx); err != nil {
+	if err := r.flush(ctx); err != nil {
 		return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "announce membership change")
 	}
 	return nil
@@ -92,7 +92,7 @@ func (r *Router) PresenceChanged(ctx context.Context, userID int64, online bool)
 // mulchat.CredentialNotifier.
 func (r *Router) CredentialChanged(ctx context.Context, userID int64, change string, expiresAt *time.Time) error {
 	r.publishEvent(userID, &mulchat.Event{Type: mulchat.EventCredential, UserID: userID, Change: change, ExpiresAt: expiresAt})
-	return r.nc.FlushWithContext(ctx)
+	return r.flush(ctx)
 }
 
 func (r *Router) publishEvent(userID int64, ev *mulchat.Event) {

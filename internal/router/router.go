@@ -246,7 +246,7 @@ func (r *Router) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := r.nc.FlushWithContext(ctx); err != nil {
+	if err := r.flush(ctx); err != nil {
 		return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "router: flush subscriptions")
 	}
 	r.log.Info("router started", "delivery", !r.cfg.DisableDelivery)
@@ -304,4 +304,15 @@ func (r *Router) Close() error {
 	r.cancel()
 	r.log.Info("router stopped")
 	return errors.Join(errs...)
+}
+
+// flush waits until the server has processed everything published so far,
+// bounded by ctx or, without a deadline, by five seconds.
+func (r *Router) flush(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	return r.nc.FlushWithContext(ctx)
 }
