@@ -2,6 +2,8 @@ package legacygen
 
 import (
 	"bytes"
+	"crypto/sha512"
+	"encoding/base32"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
@@ -38,6 +40,14 @@ func EncodeUserJWT(uc *jwt.UserClaims, account nkeys.KeyPair, iat time.Time) (st
 		return "", err
 	}
 	claims["iat"] = iat.Unix()
+	// The library's jti hashes the claims with its own iat; recompute it
+	// over ours, so the same inputs always give the same token.
+	delete(claims, "jti")
+	if payload, err = json.Marshal(claims); err != nil {
+		return "", err
+	}
+	sum := sha512.Sum512_256(payload)
+	claims["jti"] = base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:])
 	if payload, err = json.Marshal(claims); err != nil {
 		return "", err
 	}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mulchat/mulchat/internal/legacygen"
+	"github.com/mulchat/mulchat/internal/legacygen/legacytest"
+)
+
+// newLegacyDB returns a fresh legacy Mul-Chat database of the dialect.
+func newLegacyDB(t *testing.T, dialect string, opts legacygen.Options) *legacytest.DB {
+	t.Helper()
+	var db *legacytest.DB
+	if dialect == "sqlite" {
+		db = legacytest.SQLite(t)
+	} else {
+		db = legacytest.Postgres(t)
+	}
+	if _, err := legacygen.Generate(context.Background(), db.SQL, db.Dialect, opts); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// migrationState is everything the credential migration may change, in a
+// canonical form (rehashed passwords reduced to their scheme, since their
+// salts are random).
+func migrationState(t *testing.T, db *legacytest.DB) []string {
+	t.Helper()
+	var out []string
+	query := func(label, q string) {
+		rows, err := db.SQL.Query(q)
+		if err != nil {
+			t.Fatalf("%s: %v", label, err)
+		}
+		defer rows.Close()
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			var b strings.Builder
+			b.WriteString(label)
+			for i, v := range vals {
+				switch x := v.(type) {
+				case []byte:
+					v = string(x)
+				case time.Time:
+					v = x.UTC().Format(time.RFC3339Nano)
+				case bool:
+					if x {
+						v = int64(1)
+					} else {
+						v = int64(0)
+					}
+				}
+				fmt.Fprintf(&b, " %s=%v", cols[i], v)
+			}
+			out = append(out, b.String())
+		}
+	}
+	query("user", `SELECT id, username, email, is_active, must_rotate_password,
+	CASE WHEN hashed_password LIKE '$argon2id$%' THEN 'argon2id' ELSE hashed_password END AS pw,
+	nats_jwt, nats_seed_hash, nats_public_key, nats_account_id, nats_account_public_key, nats_expires_at, nats_expired_at
+FROM users ORDER BY id`)
+	if tableThere(t, db, "nats_user_credentials") {
+		query("cred", "SELECT * FROM nats_user_credentials ORDER BY id")
+	}
+	query("session", "SELECT id, user_id, client_id FROM nats_auth_sessions ORDER BY id")
+	if tableThere(t, db, "mulchat_credmigrate_session_credentials") {
+		query("pair", "SELECT session_id, credential_id FROM mulchat_credmigrate_session_credentials ORDER BY session_id")
+	}
+	return out
+}
+
+func tableThere(t *testing.T, db *legacytest.DB, table string) bool {
+	var n int
+	q := "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+	if db.Dialect == "postgres" {
+		q = "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
+	}
+	if err := db.SQL.QueryRow(q, table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+func dialects(t *testing.T, fn func(t *testing.T, dialect string)) {
+	for _, d := range []string{"sqlite", "postgres"} {
+		t.Run(d, func(t *testing.T) { fn(t, d) })
+	}
+}
+
+// The commands as an operator runs them, on both databases.
+func TestCredentialMigrationCommands(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect string) {
+		c := newCLI(t)
+		db := newLegacyDB(t, dialect, legacygen.Options{Users: 120, Seed: 11, UserNATSColumns: []string{"nats_jwt", "nats_public_key"}, PlaintextPasswordRate: 0.05})
+		url := []string{"--database-url", db.URL}
+		arg := func(a ...string) []string { return append(append([]string{}, url...), a...) }
+
+		c.fails("mulchat migrate adopt", "", arg("migrate", "up")...)
+		c.fails("adopt", "", arg("migrate", "nats-credentials")...)
+		out := c.ok("", arg("migrate", "adopt")...).stdout
+		for _, want := range []string{"baseline", "left untouched", "messages"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("adopt output lacks %q:\n%s", want, out)
+			}
+		}
+		c.ok("", arg("migrate", "adopt")...)
+		c.ok("", arg("migrate", "up")...)
+
+		// Before the migration nothing verifies, and the drop refuses.
+		c.fails("do not verify", "", arg("migrate", "verify-nats-credentials")...)
+		dir := t.TempDir()
+		c.fails("do not verify", "", arg("migrate", "drop-nats-user-credential-table", "--backup", filepath.Join(dir, "early"), "--yes")...)
+
+		before := migrationState(t, db)
+		dry := c.ok("", arg("migrate", "nats-credentials", "--dry-run")...).stdout
+		if !strings.Contains(dry, "DRY RUN") || !slices.Equal(migrationState(t, db), before) {
+			t.Fatalf("dry run changed the database or did not say so:\n%s", dry)
+		}
+
+		report := filepath.Join(dir, "report.json")
+		c.ok("", arg("migrate", "nats-credentials", "--batch-size", "9", "--report", report)...)
+		var r struct {
+			Precheck struct {
+				LegacyRows int64 `json:"legacy_rows"`
+			} `json:"precheck"`
+			Verify struct {
+				Unverified   int64  `json:"unverified"`
+				SourceDigest string `json:"source_digest"`
+				TargetDigest string `json:"target_digest"`
+			} `json:"verify"`
+		}
+		b, err := os.ReadFile(report)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Precheck.LegacyRows == 0 || r.Verify.Unverified != 0 || r.Verify.SourceDigest != r.Verify.TargetDigest {
+			t.Fatalf("report: %s", b)
+		}
+		c.ok("", arg("migrate", "verify-nats-credentials")...)
+
+		// The drop refuses without --yes when stdin is not a terminal, and
+		// without --backup.
+		backup := filepath.Join(dir, "creds.backup")
+		c.fails("--yes", "drop\n", arg("migrate", "drop-nats-user-credential-table", "--backup", backup)...)
+		os.Remove(backup)
+		c.fails("--backup", "", arg("migrate", "drop-nats-user-credential-table", "--yes")...)
+		if !tableThere(t, db, "nats_user_credentials") {
+			t.Fatal("table dropped by a refused command")
+		}
+		migrated := migrationState(t, db)
+		c.ok("", arg("migrate", "drop-nats-user-credential-table", "--backup", backup, "--yes")...)
+		if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("backup: %v %v", fi, err)
+		}
+		if tableThere(t, db, "nats_user_credentials") {
+			t.Fatal("table not dropped")
+		}
+		c.ok("", arg("migrate", "rollback-nats-credentials", "--from-backup", backup)...)
+		if got := migrationState(t, db); !slices.Equal(got, migrated) {
+			t.Fatal("rollback did not restore the table exactly")
+		}
+		c.ok("", arg("migrate", "verify-nats-credentials")...)
+	})
+}
+
+// The migration killed with SIGKILL at random points, 20 times per
+// database: every rerun completes, verifies, and ends in exactly the state of
+// an uninterrupted run.
+func TestCredentialMigrationCrash(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect string) {
+		c := newCLI(t)
+		opts := legacygen.Options{Users: 150, Seed: 12, UserNATSColumns: legacygen.UserNATSColumns, PlaintextPasswordRate: 0.03}
+		fresh := func() *legacytest.DB {
+			db := newLegacyDB(t, dialect, opts)
+			c.ok("", "--database-url", db.URL, "migrate", "adopt")
+			return db
+		}
+		migrate := func(db *legacytest.DB, extra ...string) []string {
+			return append([]string{"--data-dir", c.dataDir, "--database-url", db.URL, "migrate", "nats-credentials", "--batch-size", "4"}, extra...)
+		}
+		ref := fresh()
+		start := time.Now()
+		c.ok("", migrate(ref)[2:]...)
+		full := time.Since(start)
+		want := migrationState(t, ref)
+
+		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+		killedMidway := 0
+		for i := range 20 {
+			db := fresh()
+			for range 1 + rng.IntN(2) {
+				cmd := exec.Command(binary, migrate(db)...)
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Duration(rng.Int64N(int64(full))))
+				cmd.Process.Signal(syscall.SIGKILL)
+				cmd.Wait()
+				if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					killedMidway++
+				}
+			}
+			c.ok("", migrate(db)[2:]...)
+			if got := migrationState(t, db); !slices.Equal(got, want) {
+				diffStates(t, i, got, want)
+			}
+			// A rerun of a finished run writes nothing.
+			report := filepath.Join(t.TempDir(), "r.json")
+			c.ok("", migrate(db, "--report", report)[2:]...)
+			b, _ := os.ReadFile(report)
+			var r struct {
+				Copy   struct{ Written int64 } `json:"copy"`
+				Verify struct{ Written int64 } `json:"verify"`
+			}
+			json.Unmarshal(b, &r)
+			if r.Copy.Written != 0 || r.Verify.Written != 0 {
+				t.Fatalf("run %d: the rerun of a finished migration wrote %d+%d users", i, r.Copy.Written, r.Verify.Written)
+			}
+			db.SQL.Close()
+		}
+		t.Logf("%s: %d kills landed while the migration ran (full run %v)", dialect, killedMidway, full)
+		if killedMidway < 20 {
+			t.Errorf("only %d of the kills landed while the migration ran, want at least 20", killedMidway)
+		}
+	})
+}
+
+func diffStates(t *testing.T, run int, got, want []string) {
+	t.Helper()
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			t.Fatalf("run %d: state differs from an uninterrupted run:\n got  %s\n want %s", run, got[i], want[i])
+		}
+	}
+	t.Fatalf("run %d: %d state rows, want %d", run, len(got), len(want))
+}
+
