@@ -257,4 +257,3 @@ func diffStates(t *testing.T, run int, got, want []string) {
 	}
 	t.Fatalf("run %d: %d state rows, want %d", run, len(got), len(want))
 }
-
