@@ -300,7 +300,11 @@ func (s *session) printHistory(room *client.Room, msgs []mulchat.Message) {
 		s.printf("* #%s: no messages yet", room.Name)
 		return
 	}
-	s.printf("* #%s: last %d messages", room.Name, len(msgs))
+	if len(msgs) == 1 {
+		s.printf("* #%s: last message", room.Name)
+	} else {
+		s.printf("* #%s: last %d messages", room.Name, len(msgs))
+	}
 	for _, m := range msgs {
 		s.printf("%s", s.format(m, true))
 	}
