@@ -440,6 +440,14 @@ try {
   await sendAndConfirm(d, "still here after renewal");
   await waitText(c, "still here after renewal");
 
+  step = "carol leaves the room and logs out";
+  await c.click("#leave-button"); // the confirm() is accepted by watch()
+  await c.waitForSelector(`#public-rooms .room-name:text-is("#${room}")`, { timeout: TIMEOUT });
+  check((await c.$$(`#my-rooms .room-name:text-is("#${room}")`)).length === 0, "the room left My rooms");
+  await c.click("#logout-button");
+  await c.waitForSelector("#signed-out:text-is('You have logged out.')", { timeout: TIMEOUT });
+  check((await c.evaluate(() => sessionStorage.length)) === 0, "nothing left in sessionStorage after logout");
+
   step = "no problems";
   check(problems.length === 0, "problems:\n  " + problems.join("\n  "));
   result.ok = true;
