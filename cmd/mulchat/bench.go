@@ -13,6 +13,11 @@ import (
 	"github.com/mulchat/mulchat/internal/client/bench"
 )
 
+// benchPasswordEnv, when set, is the password of the bench users, so that
+// runs with the same --prefix reuse them; otherwise each run picks a random
+// one.
+const benchPasswordEnv = "MULCHAT_BENCH_PASSWORD"
+
 func newBenchCommand(g *globals) *cobra.Command {
 	cfg := bench.Config{}
 	var (
@@ -46,6 +51,9 @@ the login limiter relaxed for large runs (logins are limited per address).`,
 				cfg.Progress = cmd.ErrOrStderr()
 			}
 			cfg.Logger = chatLogger(cmd.ErrOrStderr(), g.logLevel)
+			// A fixed password lets a later run with the same --prefix reuse
+			// the users instead of registering them again.
+			cfg.Password = os.Getenv(benchPasswordEnv)
 			rep, err := bench.Run(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -62,6 +70,9 @@ the login limiter relaxed for large runs (logins are limited per address).`,
 			}
 			if !rep.Complete {
 				return mulchat.Errorf(mulchat.EUNAVAILABLE, "not every message was delivered to every member (%d of %d)", rep.Delivered, rep.Expected)
+			}
+			if cfg.Hold > 0 && rep.Held < rep.Users {
+				return mulchat.Errorf(mulchat.EUNAVAILABLE, "only %d of %d connections held for %s", rep.Held, rep.Users, cfg.Hold)
 			}
 			return nil
 		},
@@ -80,6 +91,7 @@ the login limiter relaxed for large runs (logins are limited per address).`,
 	f.StringVar(&cfg.Prefix, "prefix", "", "prefix of the bench users' and rooms' names (default bench-<random>)")
 	f.StringSliceVar(&cfg.NATSURLs, "connect-url", nil, "NATS URL(s) to use instead of those the server hands out")
 	f.BoolVar(&cfg.KeepRooms, "keep-rooms", false, "keep the bench rooms instead of deleting them at the end")
+	f.DurationVar(&cfg.Hold, "hold", 0, "keep all connections open this long after the drain and count how many held")
 	f.StringVar(&report, "report", "", "write the report as JSON to this file")
 	f.BoolVar(&allowRemote, "allow-remote", false, "allow a server that is not on a loopback address")
 	f.BoolVar(&quiet, "quiet", false, "print only the final table")

@@ -59,6 +59,9 @@ type Config struct {
 	KeepRooms bool
 	// Padding adds bytes to each message text (default 0).
 	Padding int
+	// Hold keeps every connection open this long after the drain and then
+	// counts how many are still connected (concurrent connections held).
+	Hold time.Duration
 
 	Progress io.Writer // progress lines; nil = silent
 	Logger   *slog.Logger
@@ -114,6 +117,11 @@ type Report struct {
 
 	Ack      Latency `json:"send_to_ack"`
 	Delivery Latency `json:"send_to_delivery"`
+
+	// HoldSeconds and Held: how many of the Users connections were still
+	// connected after holding them (only with Config.Hold).
+	HoldSeconds float64 `json:"hold_seconds,omitempty"`
+	Held        int     `json:"held_connections,omitempty"`
 }
 
 func (c *Config) defaults() error {
@@ -217,6 +225,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.send(ctx, rep)
 	r.drain(ctx, rep)
 	r.summarise(rep)
+	r.hold(ctx, rep)
 	if !cfg.KeepRooms {
 		r.deleteRooms()
 	}
@@ -322,7 +331,15 @@ func (r *run) setup(ctx context.Context, rep *Report) error {
 		return nil
 	}
 	if err := phase("register", &rep.Register, func(ctx context.Context, m *member) error {
-		return withRetry(ctx, func() error { _, err := m.c.Register(ctx, m.name, cfg.Password, ""); return err })
+		return withRetry(ctx, func() error {
+			_, err := m.c.Register(ctx, m.name, cfg.Password, "")
+			if mulchat.ErrorCode(err) == mulchat.ECONFLICT {
+				// A user of an earlier run with this prefix: reused (the
+				// login fails unless the password is the same).
+				return nil
+			}
+			return err
+		})
 	}); err != nil {
 		return err
 	}
@@ -341,13 +358,17 @@ func (r *run) setup(ctx context.Context, rep *Report) error {
 	r.rooms = make([]*client.Room, cfg.Rooms)
 	for i := range cfg.Rooms {
 		owner := r.users[i*cfg.Members]
-		room, err := owner.c.CreateRoom(ctx, fmt.Sprintf("%s-r%d", cfg.Prefix, i), "mulchat bench room", false)
+		name := fmt.Sprintf("%s-r%d", cfg.Prefix, i)
+		room, err := owner.c.CreateRoom(ctx, name, "mulchat bench room", false)
+		if mulchat.ErrorCode(err) == mulchat.ECONFLICT { // kept by an earlier run
+			room, err = owner.c.RoomByName(ctx, name)
+		}
 		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
 		r.rooms[i] = room
 		for _, m := range r.users[i*cfg.Members+1 : (i+1)*cfg.Members] {
-			if err := owner.c.AddMember(ctx, room.ID, m.name); err != nil {
+			if err := owner.c.AddMember(ctx, room.ID, m.name); err != nil && mulchat.ErrorCode(err) != mulchat.ECONFLICT {
 				return fmt.Errorf("bench: %w", err)
 			}
 		}
@@ -476,6 +497,25 @@ func (r *run) drain(ctx context.Context, rep *Report) {
 	}
 }
 
+// hold keeps the connections open for Config.Hold and counts the survivors.
+func (r *run) hold(ctx context.Context, rep *Report) {
+	if r.cfg.Hold <= 0 {
+		return
+	}
+	r.progress("hold        %d connections for %s…", len(r.users), r.cfg.Hold)
+	select {
+	case <-ctx.Done():
+	case <-time.After(r.cfg.Hold):
+	}
+	for _, m := range r.users {
+		if nc := m.c.Conn(); nc != nil && nc.IsConnected() {
+			rep.Held++
+		}
+	}
+	rep.HoldSeconds = r.cfg.Hold.Seconds()
+	r.progress("hold        %d of %d still connected", rep.Held, len(r.users))
+}
+
 func (r *run) summarise(rep *Report) {
 	r.col.mu.Lock()
 	defer r.col.mu.Unlock()
@@ -567,6 +607,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 		complete = "INCOMPLETE"
 	}
 	p("  deliveries            %10d of %d expected (%s), %.1f/s", rep.Delivered, rep.Expected, complete, rep.DeliveriesPerSec)
+	if rep.HoldSeconds > 0 {
+		p("  connections held      %10d of %d after %.0fs", rep.Held, rep.Users, rep.HoldSeconds)
+	}
 	p("")
 	p("  %-22s %10s %10s %10s %10s %10s", "latency (ms)", "p50", "p90", "p99", "max", "count")
 	for _, l := range []struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/client/bench"
@@ -22,6 +23,7 @@ func TestBenchReportsSaneFigures(t *testing.T) {
 		Senders:   2,
 		Messages:  5,
 		Rate:      200,
+		Hold:      100 * time.Millisecond,
 		Progress:  &progress,
 	})
 	if err != nil {
@@ -29,6 +31,9 @@ func TestBenchReportsSaneFigures(t *testing.T) {
 	}
 	if rep.Users != 6 || rep.Register.Count != 6 || rep.Login.Count != 6 || rep.Credential.Count != 6 || rep.Connect.Count != 6 {
 		t.Errorf("setup counts: %+v", rep)
+	}
+	if rep.Held != 6 {
+		t.Errorf("held %d of 6 connections", rep.Held)
 	}
 	if rep.Connect.PerSec <= 0 || rep.Connect.Errors != 0 {
 		t.Errorf("connect phase %+v", rep.Connect)
@@ -91,5 +96,22 @@ func TestBenchRejectsBadConfig(t *testing.T) {
 				t.Fatalf("Run: %v, want invalid", err)
 			}
 		})
+	}
+}
+
+// A second run with the same prefix and password reuses the users and rooms
+// of the first (kept with KeepRooms).
+func TestBenchReusesUsersOfEarlierRun(t *testing.T) {
+	srv := clienttest.Start(t, clienttest.Options{})
+	cfg := bench.Config{ServerURL: srv.URL(), Rooms: 1, Members: 2, Messages: 3, Prefix: "again",
+		Password: "same password for both runs", KeepRooms: true}
+	for run := range 2 {
+		rep, err := bench.Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		if rep.Acked != 3 || rep.Delivered != 6 {
+			t.Errorf("run %d: acked %d delivered %d", run, rep.Acked, rep.Delivered)
+		}
 	}
 }
