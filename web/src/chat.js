@@ -108,6 +108,9 @@ export class Chat {
       ),
       inboxPrefix: `_INBOX.${this.uid}`,
       maxReconnectAttempts: -1,
+      // A server that is down when the page loads is waited for, like a
+      // dropped connection.
+      waitOnFirstConnect: true,
       reconnectTimeWait: 1000,
       reconnectJitter: 500,
       pingInterval: 20000,

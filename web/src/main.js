@@ -196,6 +196,11 @@ async function startSession(token, user, stay, seedText) {
     loadRooms().catch((e) => showError(friendlyError(e))),
     chat.start().catch((e) => {
       if (state.chat !== chat) return;
+      if (e instanceof APIError && e.status === 403) {
+        // The kept key was revoked while the tab was away.
+        signOut("Your chat credential was revoked. You have been signed out.");
+        return;
+      }
       setConn("disconnected");
       showError("Cannot connect to chat: " + friendlyError(e), true);
     }),
