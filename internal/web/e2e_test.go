@@ -36,23 +36,42 @@ func webDir(t testing.TB) string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "web")
 }
 
-// browserTools returns node's path and web/, or skips (fails under
-// MULCHAT_TEST_REQUIRE_ALL=1) when node, web/node_modules or Chromium is
-// missing; web/ci.sh installs them.
-func browserTools(t testing.TB) (node, dir string) {
+// nodeTools returns node's path and web/, or skips (fails under
+// MULCHAT_TEST_REQUIRE_ALL=1) when node or web/node_modules is missing;
+// web/ci.sh installs them.
+func nodeTools(t testing.TB) (node, dir string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		testenv.Skip(t, "browser tests need node (apt-get install nodejs npm)")
+		testenv.Skip(t, "page tests need node (apt-get install nodejs npm)")
 	}
 	dir = webDir(t)
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "playwright-core")); err != nil {
-		testenv.Skip(t, "browser tests need web/node_modules (cd web && npm ci)")
+		testenv.Skip(t, "page tests need web/node_modules (cd web && npm ci)")
 	}
+	return node, dir
+}
+
+// browserTools is nodeTools plus Debian's Chromium.
+func browserTools(t testing.TB) (node, dir string) {
+	t.Helper()
+	node, dir = nodeTools(t)
 	if _, err := os.Stat(chromiumPath); err != nil {
 		testenv.Skip(t, "browser tests need %s (apt-get install chromium)", chromiumPath)
 	}
 	return node, dir
+}
+
+// TestPageUnits runs the page's JavaScript unit tests (web/test) with node's
+// test runner.
+func TestPageUnits(t *testing.T) {
+	node, dir := nodeTools(t)
+	cmd := exec.Command(node, "--test", "test/")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test: %v\n%s", err, out)
+	}
 }
 
 // artifactsDir is where screenshots go: $MULCHAT_TEST_ARTIFACTS/<test name>,
