@@ -100,6 +100,8 @@ type Client struct {
 	closed         bool
 	connClosed     bool // the client closed the NATS connection on purpose
 	connecting     bool // a Connect is in progress
+	refreshing     bool // refreshURLs is running
+	lastRefresh    time.Time
 	// bg is the context of the background work (renewal, gap fills,
 	// credential checks); Close cancels it.
 	bg            context.Context
@@ -243,6 +245,7 @@ func (c *Client) RenewCredential(ctx context.Context) (*Credential, error) {
 	var out struct {
 		JWT       string    `json:"jwt"`
 		ExpiresAt time.Time `json:"expires_at"`
+		NATSURLs  []string  `json:"nats_urls"`
 	}
 	err := c.do(ctx, "POST", "/me/credentials/renew", in, &out)
 	if isCode(err, mulchat.EUNAUTHORIZED) {
@@ -256,6 +259,9 @@ func (c *Client) RenewCredential(ctx context.Context) (*Credential, error) {
 	}
 	cred := c.credential()
 	cred.JWT, cred.ExpiresAt = out.JWT, out.ExpiresAt
+	if len(out.NATSURLs) > 0 {
+		cred.NATSURLs = out.NATSURLs
+	}
 	if err := c.setCredential(cred); err != nil {
 		return nil, err
 	}

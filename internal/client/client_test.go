@@ -596,3 +596,35 @@ func TestSecondClientOfSameUserTakesOver(t *testing.T) {
 	}
 	b.waitFor(t, "own message", func(b *inbox) bool { return len(b.msgs) == 1 })
 }
+
+// When the server comes back with NATS on another port, the client learns
+// the new URL from the API, connects there and recovers what it missed.
+func TestClientFollowsMovedNATS(t *testing.T) {
+	srv := clienttest.Start(t, clienttest.Options{})
+	alice, _ := newUser(t, srv, "alice", nil)
+	bob, bobIn := newUser(t, srv, "bob", nil)
+	room := roomWith(t, "moved", alice, bob)
+	connect(t, bob)
+	oldURL := srv.Main.NATSClientURL()
+
+	srv.Restart(t)
+	if srv.Main.NATSClientURL() == oldURL {
+		t.Skip("the restarted server got the same NATS port")
+	}
+	ctx := context.Background()
+	if _, err := alice.Send(ctx, room.ID, "after the move"); mulchat.ErrorCode(err) != mulchat.EUNAVAILABLE {
+		t.Fatalf("alice (never connected) sent without NATS: %v", err)
+	}
+	if err := alice.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Send(ctx, room.ID, "after the move"); err != nil {
+		t.Fatal(err)
+	}
+	bobIn.waitFor(t, "the message sent while bob was away", func(b *inbox) bool {
+		return len(b.msgs) == 1 && b.msgs[0].Text == "after the move"
+	})
+	if got := bob.Conn().ConnectedUrl(); got != srv.Main.NATSClientURL() {
+		t.Errorf("bob is connected to %s, want %s", got, srv.Main.NATSClientURL())
+	}
+}

@@ -76,83 +76,15 @@ func (c *Client) Connect(ctx context.Context) error {
 		c.mu.Unlock()
 	}()
 	uid := c.user.ID
-	urls := c.cfg.NATSURLs
-	if len(urls) == 0 {
-		urls = c.cred.NATSURLs
-	}
 	c.mu.Unlock()
-	urls = pickURLs(urls)
+	urls := c.natsURLs()
 	if len(urls) == 0 {
 		return mulchat.Errorf(mulchat.EUNAVAILABLE, "the server named no NATS URL to connect to")
 	}
-
-	opts := []nats.Option{
-		nats.Name(c.cfg.Name),
-		nats.UserJWT(c.currentJWT, c.sign),
-		nats.CustomInboxPrefix(mulchat.UserInboxPrefix(uid)),
-		nats.MaxReconnects(-1),
-		nats.CustomReconnectDelay(reconnectDelay),
-		// A refused credential is usually an expired or just-renewed JWT;
-		// the renewal loop repairs it, so keep trying instead of giving up
-		// after two refusals. A revoked or replaced credential closes the
-		// client (onConnError → checkCredential).
-		nats.IgnoreAuthErrorAbort(),
-		nats.Timeout(5 * time.Second),
-		nats.PingInterval(20 * time.Second),
-		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			c.mu.Lock()
-			byUs := c.connClosed
-			c.mu.Unlock()
-			if byUs {
-				return
-			}
-			c.log.Debug("NATS disconnected", "error", err)
-			c.status(Status{State: StateDisconnected, Err: natsError(err)})
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			c.log.Debug("NATS reconnected", "url", nc.ConnectedUrlRedacted())
-			c.status(Status{State: StateReconnected})
-			c.startGapFill(nc)
-		}),
-		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
-			c.onConnError(err)
-		}),
-		nats.ClosedHandler(func(nc *nats.Conn) {
-			c.mu.Lock()
-			byUs := c.connClosed
-			c.mu.Unlock()
-			if !byUs {
-				c.status(Status{State: StateClosed, Err: natsError(nc.LastError())})
-			}
-		}),
-		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
-			c.onConnError(err)
-			if errors.Is(err, nats.ErrSlowConsumer) {
-				c.log.Warn("deliveries arrive faster than they are handled; refilling from history")
-				c.dl.invalidate()
-				c.startGapFill(nc)
-			}
-		}),
-	}
-	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
+	nc, sub, err := c.dial(uid, urls)
 	if err != nil {
-		return natsError(err)
+		return err
 	}
-	sub, err := nc.Subscribe(mulchat.UserSubject(uid, ">"), c.onDelivery)
-	if err == nil {
-		err = sub.SetPendingLimits(pendingMsgs, pendingBytes)
-	}
-	if err == nil {
-		err = nc.Flush()
-	}
-	if err == nil {
-		err = nc.LastError()
-	}
-	if err != nil {
-		nc.Close()
-		return natsError(err)
-	}
-
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -166,6 +98,187 @@ func (c *Client) Connect(ctx context.Context) error {
 	c.log.Debug("connected to NATS", "url", nc.ConnectedUrlRedacted(), "user_id", uid)
 	c.status(Status{State: StateConnected})
 	return nil
+}
+
+// natsURLs are the URLs to connect to: Config.NATSURLs, else those the
+// server handed out with the credential.
+func (c *Client) natsURLs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	urls := c.cfg.NATSURLs
+	if len(urls) == 0 {
+		urls = c.cred.NATSURLs
+	}
+	return pickURLs(urls)
+}
+
+// current reports whether nc is the client's connection (or the one being
+// made by Connect). Handlers of a connection the client replaced ignore its
+// events.
+func (c *Client) current(nc *nats.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nc == nil || c.nc == nc
+}
+
+// dial makes a connection with the user's key and newest JWT, subscribed to
+// the user's deliveries.
+func (c *Client) dial(uid int64, urls []string) (*nats.Conn, *nats.Subscription, error) {
+	opts := []nats.Option{
+		nats.Name(c.cfg.Name),
+		nats.UserJWT(c.currentJWT, c.sign),
+		nats.CustomInboxPrefix(mulchat.UserInboxPrefix(uid)),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			if attempts >= refreshAfterRounds {
+				c.refreshURLsSoon()
+			}
+			return reconnectDelay(attempts)
+		}),
+		// A refused credential is usually an expired or just-renewed JWT;
+		// the renewal loop repairs it, so keep trying instead of giving up
+		// after two refusals. A revoked or replaced credential closes the
+		// client (onConnError → checkCredential).
+		nats.IgnoreAuthErrorAbort(),
+		nats.Timeout(5 * time.Second),
+		nats.PingInterval(20 * time.Second),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			c.mu.Lock()
+			byUs := c.connClosed
+			c.mu.Unlock()
+			if byUs || !c.current(nc) {
+				return
+			}
+			c.log.Debug("NATS disconnected", "error", err)
+			c.status(Status{State: StateDisconnected, Err: natsError(err)})
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			if !c.current(nc) {
+				return
+			}
+			c.log.Debug("NATS reconnected", "url", nc.ConnectedUrlRedacted())
+			c.status(Status{State: StateReconnected})
+			c.startGapFill(nc)
+		}),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
+			if c.current(nc) {
+				c.onConnError(err)
+			}
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			c.mu.Lock()
+			byUs := c.connClosed
+			c.mu.Unlock()
+			if !byUs && c.current(nc) {
+				c.status(Status{State: StateClosed, Err: natsError(nc.LastError())})
+			}
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			if !c.current(nc) {
+				return
+			}
+			c.onConnError(err)
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				c.log.Warn("deliveries arrive faster than they are handled; refilling from history")
+				c.dl.invalidate()
+				c.startGapFill(nc)
+			}
+		}),
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
+	if err != nil {
+		return nil, nil, natsError(err)
+	}
+	sub, err := nc.Subscribe(mulchat.UserSubject(uid, ">"), c.onDelivery)
+	if err == nil {
+		err = sub.SetPendingLimits(pendingMsgs, pendingBytes)
+	}
+	if err == nil {
+		err = nc.Flush()
+	}
+	if err == nil {
+		err = nc.LastError()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, natsError(err)
+	}
+	return nc, sub, nil
+}
+
+// refreshAfterRounds is how many failed rounds over every known server pass
+// before the client asks the API whether NATS moved (about 4 s of backoff).
+const refreshAfterRounds = 4
+
+// refreshURLsSoon starts refreshURLs unless one ran in the last refreshEvery.
+func (c *Client) refreshURLsSoon() {
+	c.mu.Lock()
+	if c.closed || c.refreshing || time.Since(c.lastRefresh) < refreshEvery {
+		c.mu.Unlock()
+		return
+	}
+	c.refreshing = true
+	c.lastRefresh = time.Now()
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		c.refreshURLs()
+		c.mu.Lock()
+		c.refreshing = false
+		c.mu.Unlock()
+	}()
+}
+
+const refreshEvery = 30 * time.Second
+
+// refreshURLs handles a NATS that cannot be reached for a while: the server
+// may have moved it (a restart on another port, a new cluster). A renewal
+// returns the current nats_urls; if none of them is among the connection's
+// servers, the client connects to the new ones and replaces its connection,
+// then fills the gap from history.
+func (c *Client) refreshURLs() {
+	if len(c.cfg.NATSURLs) > 0 {
+		return // the caller fixed the URLs
+	}
+	ctx, cancel := context.WithTimeout(c.bg, 15*time.Second)
+	defer cancel()
+	if _, err := c.RenewCredential(ctx); err != nil {
+		c.log.Debug("cannot ask the server for its NATS URLs", "error", mulchat.ErrorMessageForCLI(err))
+		return
+	}
+	old := c.conn()
+	if old == nil || old.IsConnected() {
+		return
+	}
+	known := map[string]bool{}
+	for _, u := range old.Servers() {
+		known[strings.ToLower(strings.TrimRight(u, "/"))] = true
+	}
+	urls := c.natsURLs()
+	for _, u := range urls {
+		if known[strings.ToLower(strings.TrimRight(u, "/"))] {
+			return // still the same servers: keep retrying them
+		}
+	}
+	c.log.Warn("the server hands out new NATS URLs; reconnecting to them", "urls", urls)
+	nc, sub, err := c.dial(c.UserID(), urls)
+	if err != nil {
+		c.log.Warn("connecting to the new NATS URLs failed", "error", mulchat.ErrorMessageForCLI(err))
+		return
+	}
+	c.mu.Lock()
+	if c.closed || c.nc != old {
+		c.mu.Unlock()
+		nc.Close()
+		return
+	}
+	c.nc, c.sub = nc, sub
+	c.mu.Unlock()
+	old.Close()
+	c.status(Status{State: StateReconnected})
+	c.dl.invalidate()
+	c.startGapFill(nc)
 }
 
 // pickURLs keeps the plain NATS URLs (nats://, tls://) of a list that may

@@ -30,6 +30,9 @@ type Server struct {
 	// Service is a chat-account service connection, for tests that publish
 	// or observe raw NATS traffic.
 	Service *nats.Conn
+
+	cfg    app.Config
+	logger *slog.Logger
 }
 
 // Options tune Start; the zero value is fine.
@@ -49,13 +52,11 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	var dbURL string
 	if opts.Postgres {
 		dbURL = sqltest.NewPostgresDatabaseURL(t)
 	}
-	m, err := app.Start(ctx, app.Config{
+	s := &Server{logger: logger, cfg: app.Config{
 		DataDir:     t.TempDir(),
 		DatabaseURL: dbURL,
 		HTTPAddr:    "127.0.0.1:0",
@@ -66,22 +67,50 @@ func Start(t testing.TB, opts Options) *Server {
 		// Tests and benches log in many users from one address.
 		LoginRate: httpapi.LoginRate{PerUsername: -1, PerAddress: -1},
 		Logger:    logger,
-	})
+	}}
+	s.start(t)
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+func (s *Server) start(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := app.Start(ctx, s.cfg)
 	if err != nil {
 		t.Fatalf("start mulchat: %v", err)
 	}
-	t.Cleanup(func() { _ = m.Close() })
-	svc, err := app.ConnectService(ctx, m.Authority, strings.Split(m.NATSClientURL(), ","), "clienttest", false, logger)
+	svc, err := app.ConnectService(ctx, m.Authority, strings.Split(m.NATSClientURL(), ","), "clienttest", false, s.logger)
 	if err != nil {
+		_ = m.Close()
 		t.Fatalf("connect test service user: %v", err)
 	}
-	t.Cleanup(svc.Close)
+	s.Main, s.Service = m, svc
 	// The client tests are about the real thing: fail early and clearly if
 	// the app runs no router.
 	if _, err := svc.Request(mulchat.SendSubject(0, 0), []byte(`{}`), 5*time.Second); errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("the app runs no router: nobody answers %s", mulchat.SendSubject(0, 0))
 	}
-	return &Server{Main: m, Service: svc}
+}
+
+func (s *Server) stop() {
+	if s.Service != nil {
+		s.Service.Close()
+	}
+	if s.Main != nil {
+		_ = s.Main.Close()
+	}
+}
+
+// Restart stops the server and starts it again on the same data and HTTP
+// address; the embedded NATS server gets a new random port, as after a
+// restart with --nats-port -1.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.cfg.HTTPAddr = strings.TrimPrefix(s.Main.HTTPURL(), "http://")
+	s.stop()
+	s.start(t)
 }
 
 // URL is the server's HTTP base URL.
