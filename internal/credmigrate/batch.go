@@ -220,7 +220,7 @@ WHERE u.id = v.id`, ids, jwts, seeds, pubs, accts, apubs, exps, expd)
 // runBatch processes the users of one batch after `after` inside tx:
 // decides, writes (when write is set) and verifies field by field. It
 // returns the last user id of the batch, or after when there is none.
-func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write bool, st *PassStats) (int64, error) {
+func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write, check bool, st *PassStats) (int64, error) {
 	ids, err := m.batchIDs(ctx, tx, after, m.opts.BatchSize)
 	if err != nil || len(ids) == 0 {
 		return after, err
@@ -277,10 +277,16 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write 
 			return after, err
 		}
 		st.Written += int64(len(ups))
+		if !check {
+			return hi, nil
+		}
 		// Verify what was written, not what was meant: read it back.
 		if users, err = m.userCreds(ctx, tx, after, hi, false); err != nil {
 			return after, err
 		}
+	}
+	if !check {
+		return hi, nil
 	}
 	for _, p := range checks {
 		u := users[p.id]
@@ -306,7 +312,9 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write 
 
 // pass runs runBatch over every legacy user id after start, one transaction
 // per batch. checkpoint, when set, is updated in each batch's transaction.
-func (m *Migrator) pass(ctx context.Context, name string, start int64, write, commit, checkpoint bool, total int64) (*PassStats, error) {
+// check verifies each batch inside its transaction; the copy of a real run
+// leaves that to the final pass, which reads everything again anyway.
+func (m *Migrator) pass(ctx context.Context, name string, start int64, write, check, commit, checkpoint bool, total int64) (*PassStats, error) {
 	all := newPassStats()
 	// Batch digests are fed in order into the pass digests: a batch that is
 	// retried must not feed twice, so each attempt gets fresh hashes and
@@ -317,11 +325,14 @@ func (m *Migrator) pass(ctx context.Context, name string, start int64, write, co
 	for {
 		var b *PassStats
 		var last int64
+		var took time.Duration
 		err := m.inTx(ctx, commit, func(tx *sql.Tx) error {
 			b = newPassStats()
 			b.src, b.dst = cloneHash(all.src), cloneHash(all.dst)
 			var err error
-			last, err = m.runBatch(ctx, tx, after, write, b)
+			batchStart := time.Now()
+			last, err = m.runBatch(ctx, tx, after, write, check, b)
+			took = time.Since(batchStart)
 			if err != nil || last == after {
 				return err
 			}
@@ -341,6 +352,12 @@ func (m *Migrator) pass(ctx context.Context, name string, start int64, write, co
 		all.src, all.dst = b.src, b.dst
 		after = last
 		prog.add(b.Users + b.OrphanUsers)
+		if m.dialect == SQLite && write && commit {
+			// SQLite has one writer, and its busy handler does not queue
+			// waiters fairly: leave the application a window between
+			// batches so its writes are not starved.
+			time.Sleep(max(2*time.Millisecond, took/4))
+		}
 		if m.opts.BatchHook != nil && commit {
 			if err := m.opts.BatchHook(ctx, last); err != nil {
 				return nil, err

@@ -31,7 +31,7 @@ func (m *Migrator) DropTable(ctx context.Context, opts DropOptions) (*Report, er
 		return r, err
 	}
 	if err := m.timed(r, "verify", func() (err error) {
-		r.Verify, err = m.pass(ctx, "verify", 0, false, false, false, 0)
+		r.Verify, err = m.pass(ctx, "verify", 0, false, true, false, false, 0)
 		return err
 	}); err != nil {
 		return r, err

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 
+	"github.com/mulchat/mulchat"
+
 	"github.com/mulchat/mulchat/internal/credmigrate"
 	"github.com/mulchat/mulchat/internal/legacygen"
 	"github.com/mulchat/mulchat/internal/legacygen/legacytest"
@@ -188,3 +190,5 @@ func slicesSort(s []int64) { slices.Sort(s) }
 const versionTable = sqlstore.GooseTable
 
 func migrationsFor(dialect string) fs.FS { return sqlstore.Migrations(dialect) }
+
+func isNotFound(err error) bool { return mulchat.ErrorCode(err) == mulchat.ENOTFOUND }

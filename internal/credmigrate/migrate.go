@@ -98,9 +98,6 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 		return r, errConflict(fmt.Sprintf("%d users already hold a different credential in users.nats_* (--on-conflict fail); see the report's conflict_user_ids", p.Conflicts))
 	}
 	var err error
-	if m.contested, err = m.contestedKeys(ctx); err != nil {
-		return r, err
-	}
 
 	start, phase := int64(0), phaseCopy
 	if !m.opts.DryRun {
@@ -119,7 +116,7 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 
 	if phase == phaseCopy {
 		if err := m.timed(r, "copy", func() (err error) {
-			r.Copy, err = m.pass(ctx, "copy", start, true, !m.opts.DryRun, !m.opts.DryRun, p.LegacyUsers)
+			r.Copy, err = m.pass(ctx, "copy", start, true, m.opts.DryRun, !m.opts.DryRun, !m.opts.DryRun, p.LegacyUsers)
 			return err
 		}); err != nil {
 			return r, err
@@ -133,7 +130,7 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 		// second pass would see nothing of it.
 		r.Verify = r.Copy
 	} else if err := m.timed(r, "catch_up_and_verify", func() (err error) {
-		r.Verify, err = m.pass(ctx, "verify", 0, true, true, false, p.LegacyUsers)
+		r.Verify, err = m.pass(ctx, "verify", 0, true, true, true, false, p.LegacyUsers)
 		return err
 	}); err != nil {
 		return r, err
@@ -254,7 +251,7 @@ func (m *Migrator) Verify(ctx context.Context) (*Report, error) {
 		return r, err
 	}
 	if err := m.timed(r, "verify", func() (err error) {
-		r.Verify, err = m.pass(ctx, "verify", 0, false, false, false, 0)
+		r.Verify, err = m.pass(ctx, "verify", 0, false, true, false, false, 0)
 		return err
 	}); err != nil {
 		return r, err

@@ -128,6 +128,7 @@ func (m *Migrator) Precheck(ctx context.Context) (*Precheck, error) {
 		return nil, err
 	}
 	p.ContestedKeys = int64(len(contested))
+	m.contested = contested
 	if ok, err := hasColumn(ctx, m.db, m.dialect, SessionsTable, SessionCredColumn); err != nil {
 		return nil, internal(err, "pre-check: reading nats_auth_sessions")
 	} else if ok {

@@ -75,7 +75,7 @@ func (m *Migrator) Rollback(ctx context.Context, opts RollbackOptions) (*Report,
 		return r, nil
 	}
 	if err := m.timed(r, "verify", func() (err error) {
-		r.Verify, err = m.pass(ctx, "verify", 0, false, false, false, 0)
+		r.Verify, err = m.pass(ctx, "verify", 0, false, true, false, false, 0)
 		return err
 	}); err != nil {
 		return r, err

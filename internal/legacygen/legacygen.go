@@ -49,6 +49,12 @@ type Options struct {
 	DeletedCredentialRate float64 // default 0.03 of older credential rows: deleted, sessions left pointing at them
 	PreexistingRate       float64 // default 0.05 of users (when users has nats_* columns): a credential already on the row
 
+	// FastKeys skips key derivation for credentials whose seed is not kept
+	// in clear: their public key is random (validly encoded) rather than
+	// derived from the seed whose hash is stored. Benchmarks use it; tests
+	// that connect with legacy credentials must not.
+	FastKeys bool
+
 	// Now is the reference time; JWTs are issued in the year before it.
 	// Zero means 2026-01-01T00:00:00Z.
 	Now time.Time
@@ -354,20 +360,53 @@ func containsID(ids []int64, id int64) bool {
 // credential makes one nats_user_credentials row issued at iat.
 func (g *generator) credential(r *rand.Rand, iat time.Time, older bool) (credRow, error) {
 	o := g.opts
-	kp, err := nkeys.CreatePairWithRand(nkeys.PrefixByteUser, readerOf(r))
-	if err != nil {
-		return credRow{}, err
+	const (
+		seedHashed = iota
+		seedRaw
+		seedNull
+	)
+	kind := seedHashed
+	switch x := r.Float64(); {
+	case x < o.rate(o.RawSeedRate, 0.05):
+		kind = seedRaw
+	case x < 0.3:
+		kind = seedNull
 	}
-	pub, _ := kp.PublicKey()
-	seed, _ := kp.Seed()
-	c := credRow{publicKey: pub, createdAt: iat, updatedAt: iat}
-	subject := pub
-	if r.Float64() < o.rate(o.SubjectMismatchRate, 0.01) {
-		other, err := nkeys.CreatePairWithRand(nkeys.PrefixByteUser, readerOf(r))
+	var pub, seed string
+	if o.FastKeys && kind != seedRaw {
+		// No key derivation: a valid but random public key, and a seed
+		// that is only ever hashed.
+		var raw [32]byte
+		readerOf(r).Read(raw[:])
+		sd, err := nkeys.EncodeSeed(nkeys.PrefixByteUser, raw[:])
 		if err != nil {
 			return credRow{}, err
 		}
-		subject, _ = other.PublicKey()
+		readerOf(r).Read(raw[:])
+		pk, err := nkeys.Encode(nkeys.PrefixByteUser, raw[:])
+		if err != nil {
+			return credRow{}, err
+		}
+		pub, seed = string(pk), string(sd)
+	} else {
+		kp, err := nkeys.CreatePairWithRand(nkeys.PrefixByteUser, readerOf(r))
+		if err != nil {
+			return credRow{}, err
+		}
+		pub, _ = kp.PublicKey()
+		sd, _ := kp.Seed()
+		seed = string(sd)
+	}
+	c := credRow{publicKey: pub, createdAt: iat, updatedAt: iat}
+	subject := pub
+	if r.Float64() < o.rate(o.SubjectMismatchRate, 0.01) {
+		var raw [32]byte
+		readerOf(r).Read(raw[:])
+		other, err := nkeys.Encode(nkeys.PrefixByteUser, raw[:])
+		if err != nil {
+			return credRow{}, err
+		}
+		subject = string(other)
 	}
 	var exp time.Time
 	if r.IntN(10) > 0 {
@@ -379,24 +418,23 @@ func (g *generator) credential(r *rand.Rand, iat time.Time, older bool) (credRow
 			c.jwt = "not-a-jwt"
 		}
 	} else {
-		uc := jwt.NewUserClaims(subject)
-		uc.Name = "legacy"
+		var expUnix int64
 		if !exp.IsZero() {
-			uc.Expires = exp.Unix()
+			expUnix = exp.Unix()
 		}
-		token, err := EncodeUserJWT(uc, g.account, iat)
+		token, err := g.userJWT(subject, iat.Unix(), expUnix)
 		if err != nil {
 			return credRow{}, err
 		}
 		c.jwt = token
 	}
-	switch x := r.Float64(); {
-	case x < o.rate(o.RawSeedRate, 0.05):
-		c.seedHash, c.rawSeed = string(seed), true
-	case x < 0.3:
+	switch kind {
+	case seedRaw:
+		c.seedHash, c.rawSeed = seed, true
+	case seedNull:
 		c.seedHash = nil
 	default:
-		sum := sha256.Sum256(seed)
+		sum := sha256.Sum256([]byte(seed))
 		c.seedHash = hex.EncodeToString(sum[:])
 	}
 	if r.IntN(10) > 0 {

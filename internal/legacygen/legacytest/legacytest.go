@@ -179,3 +179,58 @@ func Dump(ctx context.Context, db *sql.DB, dialect string, skipPrefixes ...strin
 	}
 	return out, nil
 }
+
+// Clone copies db into a new database of the same dialect, dropped (or
+// removed) at cleanup. On PostgreSQL the copy is CREATE DATABASE … TEMPLATE,
+// which needs every other connection to db closed: Clone closes and reopens
+// db.SQL, and the caller must have closed any other pool on it.
+func Clone(t testing.TB, db *DB) *DB {
+	t.Helper()
+	if db.Dialect == "sqlite" {
+		path := filepath.Join(t.TempDir(), "clone.db")
+		if _, err := db.SQL.Exec("VACUUM INTO ?", path); err != nil {
+			t.Fatal(err)
+		}
+		c, err := OpenSQLite(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return &DB{Dialect: "sqlite", URL: path, SQL: c}
+	}
+	base := testenv.PostgresURL(t)
+	src, err := url.Parse(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcName := strings.TrimPrefix(src.Path, "/")
+	name := fmt.Sprintf("mulchat_legacy_%d_%d", time.Now().UnixNano(), seq.Add(1))
+	db.SQL.Close()
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.Exec("CREATE DATABASE " + name + " TEMPLATE " + srcName); err != nil {
+		t.Fatal(err)
+	}
+	if db.SQL, err = OpenPostgres(db.URL); err != nil {
+		t.Fatal(err)
+	}
+	u := *src
+	u.Path = "/" + name
+	c, err := OpenPostgres(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		admin, err := sql.Open("pgx", base)
+		if err != nil {
+			return
+		}
+		defer admin.Close()
+		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+	})
+	return &DB{Dialect: "postgres", URL: u.String(), SQL: c}
+}
