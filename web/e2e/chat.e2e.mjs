@@ -275,6 +275,9 @@ try {
   step = "members and presence";
   await a.click("#members-button");
   await a.waitForSelector(`#members-list .member-name:text-is("${bob}")`, { timeout: TIMEOUT });
+  await a.fill("#add-member-name", "nobody" + suffix);
+  await a.click("#add-member-form button[type=submit]");
+  await a.waitForSelector("#panel .form-error:text-is('user not found')", { timeout: TIMEOUT });
   await shot(a, "04-alice-members");
   await a.click("#members-button");
 

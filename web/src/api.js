@@ -120,6 +120,15 @@ export class API {
   members(id) {
     return this.request("GET", `/rooms/${id}/members`);
   }
+  addMember(id, username, role) {
+    return this.request("POST", `/rooms/${id}/members`, { username, role });
+  }
+  removeMember(id, userID) {
+    return this.request("DELETE", `/rooms/${id}/members/${userID}`);
+  }
+  deleteRoom(id) {
+    return this.request("DELETE", `/rooms/${id}`);
+  }
   messages(id, before, limit) {
     const q = new URLSearchParams();
     if (before) q.set("before", String(before));

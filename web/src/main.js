@@ -1033,26 +1033,92 @@ async function renderMembers() {
   const id = state.openRoom;
   const r = state.rooms.get(id);
   if (!r) return;
+  const owner = r.role === "owner";
   const list = h("ul", { class: "members", id: "members-list" });
-  replace(els.panel, panelHeader(`Members of #${r.name}`), list);
+  const err = h("p", { class: "form-error", role: "alert" });
+  let form = null;
+  if (owner) {
+    // Owners add people by name (the only way into a private room).
+    const name = h("input", { id: "add-member-name", placeholder: "username", autocapitalize: "none", spellcheck: "false", maxlength: 64, required: true });
+    const role = h("select", { id: "add-member-role", "aria-label": "Role" }, h("option", { value: "member" }, "member"), h("option", { value: "reader" }, "reader (read only)"), h("option", { value: "owner" }, "owner"));
+    form = h(
+      "form",
+      {
+        class: "add-member",
+        id: "add-member-form",
+        onsubmit: async (ev) => {
+          ev.preventDefault();
+          err.textContent = "";
+          try {
+            await state.api.addMember(id, name.value.trim(), role.value);
+            name.value = "";
+            renderMembers();
+          } catch (e) {
+            err.textContent = friendlyError(e);
+          }
+        },
+      },
+      h("label", { for: "add-member-name" }, "Add a member"),
+      h("div", { class: "row" }, name, role, h("button", { type: "submit" }, "Add")),
+    );
+  }
+  replace(
+    els.panel,
+    panelHeader(`Members of #${r.name}`),
+    list,
+    form,
+    err,
+    owner ? h("button", { type: "button", class: "danger", id: "delete-room", onclick: () => deleteRoom(id) }, "Delete room") : null,
+  );
+  const members = (await loadMembers(id)) || [];
+  if (state.panel !== "members" || state.openRoom !== id) return;
+  for (const m of members) {
+    const me = m.user_id === state.user.id;
+    const on = state.online.has(m.user_id) || me;
+    list.appendChild(
+      h(
+        "li",
+        { "data-user": m.user_id },
+        h("span", { class: "dot" + (on ? " on" : ""), title: on ? "online" : "offline", "aria-label": on ? "online" : "offline" }),
+        h("span", { class: "member-name", text: m.username }),
+        m.role !== "member" ? h("span", { class: "tag", text: m.role }) : null,
+        me ? h("span", { class: "tag", text: "you" }) : null,
+        owner && !me
+          ? h(
+              "button",
+              {
+                type: "button",
+                class: "link danger",
+                "aria-label": `Remove ${m.username}`,
+                onclick: async () => {
+                  err.textContent = "";
+                  try {
+                    await state.api.removeMember(id, m.user_id);
+                    renderMembers();
+                  } catch (e) {
+                    err.textContent = friendlyError(e);
+                  }
+                },
+              },
+              "Remove",
+            )
+          : null,
+      ),
+    );
+  }
+}
+
+async function deleteRoom(id) {
+  const r = state.rooms.get(id);
+  if (!r || !confirm(`Delete #${r.name} for everyone?`)) return;
   try {
-    const members = (await loadMembers(id)) || [];
-    if (state.panel !== "members" || state.openRoom !== id) return;
-    for (const m of members) {
-      const on = state.online.has(m.user_id) || m.user_id === state.user.id;
-      list.appendChild(
-        h(
-          "li",
-          { "data-user": m.user_id },
-          h("span", { class: "dot" + (on ? " on" : ""), title: on ? "online" : "offline", "aria-label": on ? "online" : "offline" }),
-          h("span", { class: "member-name", text: m.username }),
-          m.role !== "member" ? h("span", { class: "tag", text: m.role }) : null,
-          m.user_id === state.user.id ? h("span", { class: "tag", text: "you" }) : null,
-        ),
-      );
-    }
+    await state.api.deleteRoom(id);
+    state.convs.delete(id);
+    state.unread.delete(id);
+    await loadRooms();
+    closeRoom();
   } catch (e) {
-    list.appendChild(h("li", { class: "form-error", text: friendlyError(e) }));
+    showError(friendlyError(e));
   }
 }
 
