@@ -342,3 +342,24 @@ func TestConcurrentDuplicateRegistration(t *testing.T) {
 		}
 	})
 }
+
+// TestHostileUserAgent: the user agent stored with a token may hold NUL,
+// invalid UTF-8 or be huge; login still works on both databases.
+func TestHostileUserAgent(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		e := newEnv(t, db)
+		e.register(t, "alice")
+		for _, ua := range []string{"bad \xff\xfe utf8", strings.Repeat("ü", 3000)} {
+			req, _ := http.NewRequest("POST", e.srv.URL+"/api/v1/login", strings.NewReader(`{"username":"alice","password":"`+testPassword+`"}`))
+			req.Header.Set("User-Agent", ua)
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("login with user agent %q: %d", ua[:min(len(ua), 20)], resp.StatusCode)
+			}
+		}
+	})
+}

@@ -216,13 +216,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now().UTC()
-	ua := r.UserAgent()
-	if len(ua) > 256 || !utf8.ValidString(ua) || strings.ContainsRune(ua, 0) {
-		ua = strings.ToValidUTF8(strings.ReplaceAll(ua, "\x00", ""), "")
-		if len(ua) > 256 {
-			ua = ua[:256]
-		}
-		ua = strings.ToValidUTF8(ua, "")
+	// The user agent is stored for the user's own session list: bounded,
+	// valid UTF-8, no NUL (which PostgreSQL text cannot hold).
+	ua := strings.ToValidUTF8(strings.ReplaceAll(r.UserAgent(), "\x00", ""), "")
+	if len(ua) > 256 {
+		ua = strings.ToValidUTF8(ua[:256], "")
 	}
 	t := &mulchat.APIToken{UserID: u.ID, TokenHash: hash, CreatedAt: now, ExpiresAt: now.Add(s.cfg.TokenTTL), UserAgent: ua, IPAddress: clientAddr(r)}
 	if err := s.store.CreateAPIToken(ctx, t); err != nil {
