@@ -87,6 +87,7 @@ the login limiter relaxed for large runs (logins are limited per address).`,
 	f.DurationVar(&cfg.MaxDuration, "max-duration", 2*time.Minute, "longest send phase")
 	f.DurationVar(&cfg.Drain, "drain", 10*time.Second, "longest wait for deliveries after the last send")
 	f.IntVar(&cfg.Concurrency, "concurrency", 8, "parallel requests while registering, logging in and connecting")
+	f.DurationVar(&cfg.SetupTimeout, "setup-timeout", 10*time.Minute, "longest setup (register, log in, connect)")
 	f.IntVar(&cfg.Padding, "padding", 0, "extra characters per message")
 	f.StringVar(&cfg.Prefix, "prefix", "", "prefix of the bench users' and rooms' names (default bench-<random>)")
 	f.StringSliceVar(&cfg.NATSURLs, "connect-url", nil, "NATS URL(s) to use instead of those the server hands out")

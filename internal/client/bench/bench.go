@@ -47,6 +47,9 @@ type Config struct {
 	Drain       time.Duration
 	// Concurrency of the setup phases (register, log in, connect); default 8.
 	Concurrency int
+	// SetupTimeout bounds the setup (registering, logging in, connecting);
+	// default 10 minutes.
+	SetupTimeout time.Duration
 	// Prefix of user and room names; default "bench-" and 6 random hex
 	// digits. Password of the bench users; default random.
 	Prefix   string
@@ -147,6 +150,9 @@ func (c *Config) defaults() error {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 8
 	}
+	if c.SetupTimeout <= 0 {
+		c.SetupTimeout = 10 * time.Minute
+	}
 	if c.Prefix == "" {
 		c.Prefix = "bench-" + randomHex(3)
 	}
@@ -219,7 +225,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Server: cfg.ServerURL, Prefix: cfg.Prefix, StartedAt: time.Now().UTC(), Rooms: cfg.Rooms,
 		Members: cfg.Members, Senders: cfg.Senders, Messages: cfg.Messages, Rate: cfg.Rate, Users: cfg.Rooms * cfg.Members}
 	defer r.close()
-	if err := r.setup(ctx, rep); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, cfg.SetupTimeout)
+	err := r.setup(sctx, rep)
+	cancel()
+	if err != nil {
+		if !cfg.KeepRooms {
+			r.deleteRooms()
+		}
 		return nil, err
 	}
 	r.send(ctx, rep)
@@ -280,7 +292,7 @@ func (r *run) parallel(ctx context.Context, fn func(ctx context.Context, m *memb
 		p.PerSec = float64(p.Count) / secs
 	}
 	if firstErr == nil && ctx.Err() != nil {
-		firstErr = mulchat.WrapError(mulchat.EUNAVAILABLE, ctx.Err(), "bench cancelled")
+		firstErr = mulchat.WrapError(mulchat.EUNAVAILABLE, ctx.Err(), "bench setup cancelled or past --setup-timeout")
 	}
 	return p, firstErr
 }
