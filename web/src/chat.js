@@ -60,7 +60,7 @@ export function pickWebSocketURL(urls, loc = window.location) {
 // dropped connection is back (the page fills gaps from history), and
 // onSignedOut(reason) when the credential was revoked or the session ended.
 export class Chat {
-  constructor({ api, user, seed, onDelivery, onStatus, onReconnected, onSignedOut, onCredential }) {
+  constructor({ api, user, seed, onDelivery, onStatus, onReconnected, onSignedOut }) {
     this.api = api;
     this.user = user;
     this.seed = seed;
@@ -70,7 +70,6 @@ export class Chat {
     this.onStatus = onStatus;
     this.onReconnected = onReconnected;
     this.onSignedOut = onSignedOut;
-    this.onCredential = onCredential || (() => {});
     this.jwt = "";
     this.expiresAt = 0;
     this.nc = null;
@@ -97,7 +96,7 @@ export class Chat {
 
   async connect() {
     this.onStatus("connecting");
-    this.nc = await wsconnect({
+    const nc = await wsconnect({
       servers: [this.url],
       name: "mulchat-web",
       // The authenticator is asked on every (re)connect, so a renewed JWT is
@@ -118,6 +117,12 @@ export class Chat {
       // The server's advertised cluster URLs are internal addresses.
       ignoreClusterUpdates: true,
     });
+    if (this.stopped) {
+      // Signed out while waiting for the server.
+      nc.close().catch(() => {});
+      return;
+    }
+    this.nc = nc;
     this.onStatus("connected");
     this.sub = this.nc.subscribe(`chat.user.${this.uid}.>`, {
       callback: (err, msg) => {
@@ -132,7 +137,6 @@ export class Chat {
         this.onDelivery(kind, data);
       },
     });
-    const nc = this.nc;
     this.watchStatus(nc);
     nc.closed().then((err) => {
       if (nc === this.nc) this.closed(err);
@@ -158,7 +162,6 @@ export class Chat {
     this.jwt = cred.jwt;
     const exp = cred.expires_at ? Date.parse(cred.expires_at) : claims.exp ? claims.exp * 1000 : 0;
     this.expiresAt = exp || 0;
-    this.onCredential(this.expiresAt);
     this.scheduleRenewal();
     return true;
   }
@@ -343,6 +346,7 @@ export class Chat {
   stop() {
     this.stopped = true;
     clearTimeout(this.renewTimer);
+    clearTimeout(this.restartReset);
     if (this.nc && !this.nc.isClosed()) this.nc.close().catch(() => {});
   }
 }
