@@ -5,6 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mulchat/mulchat"
 
 	"github.com/mulchat/mulchat/internal/credmigrate"
 	"github.com/mulchat/mulchat/internal/legacygen"
@@ -28,6 +31,29 @@ func TestAdoptAndMigrate(t *testing.T) {
 			t.Fatalf("check schema after adopt: %v", err)
 		}
 		equalRows(t, "legacy credentials after adopt", e.rows(t, "nats_user_credentials", legacyCredCols...), credsBefore)
+
+		// mulchat's store works on the adopted database while
+		// nats_auth_sessions still has credential_id.
+		users, err := e.store.ListUsers(ctx)
+		if err != nil || len(users) != e.res.Users {
+			t.Fatalf("store lists %d users (%v), want %d", len(users), err, e.res.Users)
+		}
+		for _, u := range users {
+			if got, err := e.store.UserByUsername(ctx, u.Username); err != nil || got.ID != u.ID {
+				t.Fatalf("legacy username %q: %v", u.Username, err)
+			}
+		}
+		sess := &mulchat.AuthSession{UserID: users[0].ID, ClientID: "s1/7", ServerID: "s1", CID: 7, CreatedAt: time.Now(), LastActivity: time.Now()}
+		if err := e.store.CreateAuthSession(ctx, sess); err != nil {
+			t.Fatalf("store session insert with credential_id present: %v", err)
+		}
+		var permUser int64
+		if err := e.db.QueryRow("SELECT min(user_id) FROM nats_permissions").Scan(&permUser); err != nil {
+			t.Fatal(err)
+		}
+		if perms, err := e.store.ListUserPermissions(ctx, permUser); err != nil || len(perms) == 0 || perms[0].Type != mulchat.PermBoth {
+			t.Fatalf("legacy permissions on the adopted database: %+v %v", perms, err)
+		}
 
 		r, err := e.migrator(t, credmigrate.Options{}).Run(ctx)
 		if err != nil {
