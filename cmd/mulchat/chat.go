@@ -22,6 +22,7 @@ const chatPasswordEnv = "MULCHAT_PASSWORD"
 func newChatCommand(g *globals) *cobra.Command {
 	o := chatcli.Options{}
 	var natsURLs []string
+	var plain bool
 	cmd := &cobra.Command{
 		Use:   "chat",
 		Short: "terminal chat client",
@@ -48,6 +49,13 @@ $MULCHAT_PASSWORD (for scripts; the input may then be a pipe).`,
 			o.In = cmd.InOrStdin()
 			o.Out = cmd.OutOrStdout()
 			o.Logger = chatLogger(cmd.ErrOrStderr(), g.logLevel)
+			if !plain && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())) {
+				restore, err := lineEditor(&o, g.logLevel)
+				if err != nil {
+					return err
+				}
+				defer restore()
+			}
 			return chatcli.Run(cmd.Context(), o)
 		},
 	}
@@ -59,7 +67,32 @@ $MULCHAT_PASSWORD (for scripts; the input may then be a pipe).`,
 	f.BoolVar(&o.Register, "register", false, "create the user first (asks the password twice)")
 	f.IntVar(&o.History, "history", 20, "recent messages shown when a room is opened (negative: none)")
 	f.StringSliceVar(&natsURLs, "connect-url", nil, "NATS URL(s) to use instead of those the server hands out")
+	f.BoolVar(&plain, "plain", false, "read plain lines even on a terminal (no line editor)")
 	return cmd
+}
+
+// lineEditor switches the terminal to raw mode and reads input through
+// x/term's line editor, so that incoming messages are printed above the line
+// being typed instead of through it (and ↑ recalls earlier lines). Ctrl-C and
+// Ctrl-D end the chat. The returned function restores the terminal.
+func lineEditor(o *chatcli.Options, logLevel string) (restore func(), err error) {
+	fd := int(os.Stdin.Fd())
+	state, err := term.MakeRaw(fd)
+	if err != nil {
+		return nil, mulchat.WrapError(mulchat.EINVALID, err, "switching the terminal to raw mode")
+	}
+	t := term.NewTerminal(struct {
+		io.Reader
+		io.Writer
+	}{os.Stdin, os.Stdout}, "> ")
+	if w, h, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
+		_ = t.SetSize(w, h)
+	}
+	// Everything goes through the editor, which also turns "\n" into the
+	// "\r\n" a raw terminal needs.
+	o.Lines, o.Out = t, t
+	o.Logger = chatLogger(t, logLevel)
+	return func() { _ = term.Restore(fd, state) }, nil
 }
 
 // chatPassword reads the password from $MULCHAT_PASSWORD or, without echo,

@@ -44,7 +44,12 @@ type Options struct {
 	// Name is the NATS connection name ("mulchat-chat").
 	Name string
 
+	// In is read line by line, unless Lines is set: a line editor such as
+	// golang.org/x/term's Terminal, whose ReadLine returns io.EOF at the
+	// end. If Lines also has SetPrompt(string), the prompt shows the
+	// current room.
 	In     io.Reader
+	Lines  LineReader
 	Out    io.Writer
 	Logger *slog.Logger
 	// Location is the time zone of printed times; nil = time.Local.
@@ -104,6 +109,16 @@ func Run(ctx context.Context, o Options) error {
 	return s.loop(ctx)
 }
 
+// LineReader reads input lines.
+type LineReader interface {
+	ReadLine() (string, error)
+}
+
+// prompter is a LineReader with a prompt.
+type prompter interface {
+	SetPrompt(string)
+}
+
 type session struct {
 	o     Options
 	c     *client.Client
@@ -121,17 +136,28 @@ type session struct {
 func (s *session) loop(ctx context.Context) error {
 	lines := make(chan string)
 	readErr := make(chan error, 1)
-	go func() {
+	next := s.o.Lines
+	if next == nil {
 		sc := bufio.NewScanner(s.o.In)
 		sc.Buffer(make([]byte, 64*1024), 64*1024)
-		for sc.Scan() {
+		next = scannerLines{sc}
+	}
+	go func() {
+		for {
+			line, err := next.ReadLine()
+			if err != nil {
+				if err == io.EOF {
+					err = nil
+				}
+				readErr <- err
+				return
+			}
 			select {
-			case lines <- sc.Text():
+			case lines <- line:
 			case <-ctx.Done():
 				return
 			}
 		}
-		readErr <- sc.Err()
 	}()
 	for {
 		select {
@@ -152,6 +178,33 @@ func (s *session) loop(ctx context.Context) error {
 			if quit {
 				return nil
 			}
+		}
+	}
+}
+
+// scannerLines reads lines from a bufio.Scanner.
+type scannerLines struct{ sc *bufio.Scanner }
+
+func (l scannerLines) ReadLine() (string, error) {
+	if l.sc.Scan() {
+		return l.sc.Text(), nil
+	}
+	if err := l.sc.Err(); err != nil {
+		return "", err
+	}
+	return "", io.EOF
+}
+
+// setCurrent makes room the current one and shows it in the prompt.
+func (s *session) setCurrent(room *client.Room) {
+	s.mu.Lock()
+	s.current = room
+	s.mu.Unlock()
+	if p, ok := s.o.Lines.(prompter); ok {
+		if room == nil {
+			p.SetPrompt("> ")
+		} else {
+			p.SetPrompt("#" + room.Name + "> ")
 		}
 	}
 }
@@ -212,9 +265,7 @@ func (s *session) handle(ctx context.Context, line string) (quit bool, err error
 		if err := s.c.LeaveRoom(ctx, room.ID); err != nil {
 			return false, err
 		}
-		s.mu.Lock()
-		s.current = nil
-		s.mu.Unlock()
+		s.setCurrent(nil)
 		s.printf("* left #%s", room.Name)
 	case "who":
 		return false, s.who(ctx)
@@ -288,9 +339,9 @@ func (s *session) open(ctx context.Context, name string, create bool) error {
 		}
 	}
 	s.mu.Lock()
-	s.current = room
 	s.names[room.ID] = room.Name
 	s.mu.Unlock()
+	s.setCurrent(room)
 	s.printHistory(room, msgs)
 	return nil
 }
@@ -437,12 +488,10 @@ func (s *session) onEvent(ev client.Event) {
 			line = room + ": membership " + clean(ev.Change)
 		}
 		if ev.Change != mulchat.MembershipJoined {
-			s.mu.Lock()
-			if s.current != nil && s.current.ID == ev.RoomID {
-				s.current = nil
+			if cur := s.currentRoom(); cur != nil && cur.ID == ev.RoomID {
+				s.setCurrent(nil)
 				line += " (no room open now: /join ROOM)"
 			}
-			s.mu.Unlock()
 		}
 	case mulchat.EventPresence:
 		who := clean(ev.Username)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/client/chatcli"
 	"github.com/mulchat/mulchat/internal/client/clienttest"
@@ -126,5 +128,34 @@ func TestChatStartErrors(t *testing.T) {
 				t.Fatalf("Run: %v (code %q), want %q", err, got, tt.code)
 			}
 		})
+	}
+}
+
+// With a line editor (x/term's Terminal, as `mulchat chat` uses on a
+// terminal), lines end with CR, the prompt names the current room, and
+// Ctrl-D ends the session.
+func TestLineEditorInput(t *testing.T) {
+	srv := clienttest.Start(t, clienttest.Options{})
+	pr, pw := io.Pipe()
+	out := &output{}
+	tm := term.NewTerminal(struct {
+		io.Reader
+		io.Writer
+	}{pr, out}, "> ")
+	done := make(chan error, 1)
+	go func() {
+		done <- chatcli.Run(context.Background(), chatcli.Options{ServerURL: srv.URL(), Username: "alice", Password: password,
+			Register: true, Room: "lobby", Create: true, Lines: tm, Out: tm, Location: time.UTC})
+	}()
+	out.waitFor(t, `#lobby> `)
+	if _, err := io.WriteString(pw, "typed on a terminal\r"); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, `\d\d:\d\d alice: typed on a terminal`)
+	if _, err := io.WriteString(pw, "\x04"); err != nil { // Ctrl-D
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("session ended with %v", err)
 	}
 }
