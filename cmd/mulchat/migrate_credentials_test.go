@@ -257,3 +257,32 @@ func diffStates(t *testing.T, run int, got, want []string) {
 	}
 	t.Fatalf("run %d: %d state rows, want %d", run, len(got), len(want))
 }
+
+// `nats import-nsc` on an adopted legacy database, twice (idempotent), and
+// its refusal when the key store lacks the operator seed.
+func TestNATSImportNSCCommand(t *testing.T) {
+	c := newCLI(t)
+	db := legacytest.SQLite(t)
+	res, err := legacygen.Generate(context.Background(), db.SQL, db.Dialect, legacygen.Options{Users: 20, Seed: 13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keystore, store := filepath.Join(dir, "keys"), filepath.Join(dir, "stores")
+	if err := legacygen.WriteNSCKeystore(res, keystore, store); err != nil {
+		t.Fatal(err)
+	}
+	c.fails("migrate adopt", "", "--database-url", db.URL, "nats", "import-nsc", "--keystore", keystore, "--store", store)
+	c.ok("", "--database-url", db.URL, "migrate", "adopt")
+	empty := t.TempDir()
+	c.fails("not in the key store", "", "--database-url", db.URL, "nats", "import-nsc", "--keystore", empty, "--store", store)
+	for range 2 {
+		out := c.ok("", "--database-url", db.URL, "nats", "import-nsc", "--keystore", keystore, "--store", store).stdout
+		if !strings.Contains(out, res.AccountPublicKey) || !strings.Contains(out, "completed") {
+			t.Fatalf("import output:\n%s", out)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(c.dataDir, "master.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("master key: %v %v", fi, err)
+	}
+}
