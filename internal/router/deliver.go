@@ -39,6 +39,7 @@ import (
 type deliverer struct {
 	r    *Router
 	high uint64
+	dead bool // set by a test hook: behave like a crashed process
 }
 
 func (r *Router) startDelivery(ctx context.Context) error {
@@ -90,6 +91,9 @@ func (r *Router) startDelivery(ctx context.Context) error {
 // time, in the order the server delivers them.
 func (d *deliverer) handle(m jetstream.Msg) {
 	r := d.r
+	if d.dead {
+		return
+	}
 	meta, err := m.Metadata()
 	if err != nil {
 		_ = m.Term()
@@ -101,6 +105,10 @@ func (d *deliverer) handle(m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
+	if r.hookBeforeFanout != nil && r.hookBeforeFanout(seq) {
+		d.dead = true
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if seq != d.high+1 {
@@ -110,9 +118,6 @@ func (d *deliverer) handle(m jetstream.Msg) {
 			return
 		}
 	}
-	if r.hookBeforeFanout != nil && r.hookBeforeFanout(seq) {
-		return
-	}
 	if err := d.fanout(ctx, m.Subject(), m.Data(), seq); err != nil {
 		r.log.Warn("delivery failed; will retry", "seq", seq, "err", err)
 		_ = m.NakWithDelay(time.Second)
@@ -120,6 +125,7 @@ func (d *deliverer) handle(m jetstream.Msg) {
 	}
 	d.high = seq
 	if r.hookBeforeAck != nil && r.hookBeforeAck(seq) {
+		d.dead = true
 		return
 	}
 	_ = m.Ack()

@@ -63,6 +63,7 @@ type Config struct {
 	PinnedTTL         time.Duration // default 10s: failover time after a crashed deliverer
 	MaxAckPending     int           // default 10000
 	DisableDelivery   bool          // run only the send/history services
+	DeliveryOnly      bool          // run only delivery (no send/history services)
 	RateLimit         float64       // sends per second per user; default 20; <0 = unlimited
 	RateBurst         int           // default 40
 	CacheTTL          time.Duration // membership/user cache lifetime, default 30s (a backstop; changes invalidate at once)
@@ -97,7 +98,7 @@ type Router struct {
 	deliverer *deliverer
 
 	// test hooks (internal tests only).
-	hookBeforeFanout func(seq uint64) bool // return true to stop as if crashed
+	hookBeforeFanout func(seq uint64) bool // return true to stop as if crashed (then every later message is ignored)
 	hookBeforeAck    func(seq uint64) bool
 }
 
@@ -145,7 +146,12 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	js, err := jetstream.New(cfg.Conn)
+	if cfg.DisableDelivery && cfg.DeliveryOnly {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "router: DisableDelivery and DeliveryOnly exclude each other")
+	}
+	// The timeout resolves publish futures even when the connection dies, so
+	// a waiting sender gets an answer and Close never hangs.
+	js, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("router: jetstream: %w", err)
 	}
@@ -229,17 +235,19 @@ func (r *Router) Start(ctx context.Context) error {
 		go r.sendWorker(runCtx, ch, pending)
 		go r.replier(pending)
 	}
-	sub, err = r.nc.QueueSubscribe("chat.send.*.*", QueueGroup, r.handleSend)
-	if err != nil {
-		return fmt.Errorf("router: subscribe sends: %w", err)
+	if !r.cfg.DeliveryOnly {
+		sub, err = r.nc.QueueSubscribe("chat.send.*.*", QueueGroup, r.handleSend)
+		if err != nil {
+			return fmt.Errorf("router: subscribe sends: %w", err)
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		r.subs = append(r.subs, sub)
+		sub, err = r.nc.QueueSubscribe("chat.api.*.*", QueueGroup, r.handleAPI)
+		if err != nil {
+			return fmt.Errorf("router: subscribe api: %w", err)
+		}
+		r.subs = append(r.subs, sub)
 	}
-	_ = sub.SetPendingLimits(-1, -1)
-	r.subs = append(r.subs, sub)
-	sub, err = r.nc.QueueSubscribe("chat.api.*.*", QueueGroup, r.handleAPI)
-	if err != nil {
-		return fmt.Errorf("router: subscribe api: %w", err)
-	}
-	r.subs = append(r.subs, sub)
 
 	if !r.cfg.DisableDelivery {
 		if err := r.startDelivery(ctx); err != nil {
@@ -275,7 +283,9 @@ func (r *Router) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	if consume != nil {
+	if consume != nil && r.nc.IsClosed() {
+		consume.Stop()
+	} else if consume != nil {
 		consume.Drain()
 		select {
 		case <-consume.Closed():
@@ -292,8 +302,9 @@ func (r *Router) Close() error {
 	}
 	// Wait until the subscriptions' callbacks are done before closing the
 	// worker channels they feed.
+	deadline := time.Now().Add(5 * time.Second)
 	for _, s := range subs {
-		for s.IsValid() {
+		for s.IsValid() && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
