@@ -115,3 +115,42 @@ func TestBenchReusesUsersOfEarlierRun(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkEndToEnd runs `mulchat bench` scenarios of issue 3 against an
+// in-process server (SQLite, embedded NATS, default router limits: 20 sends
+// per second per user, so the rates stay below senders × 20). Each
+// iteration is a whole bench run; the figures are the custom metrics, not
+// ns/op. Run with -benchtime 1x:
+//
+//	go test -run '^$' -bench EndToEnd -benchtime 1x ./internal/client/bench/
+func BenchmarkEndToEnd(b *testing.B) {
+	scenarios := []struct {
+		name string
+		cfg  bench.Config
+	}{
+		{"rooms=1/members=2", bench.Config{Rooms: 1, Members: 2, Senders: 2, Messages: 150, Rate: 30}},
+		{"rooms=1/members=100", bench.Config{Rooms: 1, Members: 100, Senders: 10, Messages: 30, Rate: 150}},
+		{"rooms=100/members=10", bench.Config{Rooms: 100, Members: 10, Senders: 2, Messages: 20, Rate: 1000}},
+	}
+	for _, sc := range scenarios {
+		b.Run(sc.name, func(b *testing.B) {
+			srv := clienttest.Start(b, clienttest.Options{})
+			for range b.N {
+				cfg := sc.cfg
+				cfg.ServerURL = srv.URL()
+				rep, err := bench.Run(context.Background(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !rep.Complete || rep.Failed > 0 {
+					b.Fatalf("incomplete run: %d of %d deliveries, failed %v", rep.Delivered, rep.Expected, rep.FailedBy)
+				}
+				b.ReportMetric(rep.MessagesPerSec, "msgs/s")
+				b.ReportMetric(rep.DeliveriesPerSec, "deliveries/s")
+				b.ReportMetric(rep.Delivery.P50, "p50-ms")
+				b.ReportMetric(rep.Delivery.P99, "p99-ms")
+				b.ReportMetric(rep.Connect.PerSec, "connects/s")
+			}
+		})
+	}
+}
