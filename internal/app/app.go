@@ -286,6 +286,9 @@ func (m *Main) startNATS(ctx context.Context) error {
 		AccountJWTs:   jwts,
 		JetStream:     true,
 		Logger:        m.logger,
+		// --log-level debug includes the server's debug log (never its
+		// protocol trace, which would carry message payloads).
+		Debug: m.logger.Enabled(ctx, slog.LevelDebug),
 	})
 	if err != nil {
 		return err

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mulchat/mulchat/internal/app"
@@ -136,4 +139,91 @@ func TestNoMigrateRefusesFreshDatabase(t *testing.T) {
 		t.Fatal("started on an unmigrated database")
 	}
 	t.Logf("error: %v", err)
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestNoSecretsInLogsFullStack runs register / login / issue
+// (server-generated) / connect / renew / revoke / logout against a whole
+// server whose every component (NATS server included) logs at debug level
+// into one buffer, and checks that no password, token, seed or master key
+// appears in it.
+func TestNoSecretsInLogsFullStack(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	dir := t.TempDir()
+	m, err := app.Start(context.Background(), app.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", NATSPort: -1, NATSWSPort: -1, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	base := m.HTTPURL() + "/api/v1"
+	const pw = "s3cret-Passw0rd-XYZ"
+	post(t, base+"/users", "", map[string]any{"username": "alice", "password": pw})
+	post(t, base+"/login", "", map[string]any{"username": "alice", "password": "wrong-" + pw})
+	_, login := post(t, base+"/login", "", map[string]any{"username": "alice", "password": pw})
+	token := login["token"].(string)
+	st, cred := post(t, base+"/me/credentials", token, nil)
+	if st != 201 {
+		t.Fatalf("issue: %d", st)
+	}
+	seed := cred["seed"].(string)
+	kp, _ := nkeys.FromSeed([]byte(seed))
+	nc, err := nats.Connect(m.NATSClientURL(), nats.UserJWT(
+		func() (string, error) { return cred["jwt"].(string), nil },
+		func(nonce []byte) ([]byte, error) { return kp.Sign(nonce) }), nats.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := post(t, base+"/me/credentials/renew", token, nil); st != 200 {
+		t.Fatalf("renew: %d", st)
+	}
+	req, _ := http.NewRequest("DELETE", base+"/me/credentials", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 204 {
+		t.Fatalf("revoke: %v %v", resp, err)
+	}
+	nc.Close()
+	post(t, base+"/logout", token, nil)
+	key, err := os.ReadFile(filepath.Join(dir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	out := logs.String()
+	if !strings.Contains(out, "credential revoked") {
+		t.Fatalf("the flow logged nothing useful:\n%s", out)
+	}
+	for name, secret := range map[string]string{
+		"password":   pw,
+		"token":      token,
+		"seed":       seed,
+		"seed body":  seed[2:30],
+		"master key": strings.TrimSpace(string(key)),
+		"creds":      "NKEY SEED",
+		"hash":       "$argon2id$",
+	} {
+		if strings.Contains(out, secret) {
+			t.Errorf("logs contain the %s", name)
+		}
+	}
 }
