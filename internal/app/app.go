@@ -399,10 +399,11 @@ func (m *Main) startHTTP() error {
 		static = m.cfg.Web(m.NATSURLs())
 	}
 	api, err := httpapi.New(httpapi.Config{
-		Store:      m.Store,
-		Authority:  CredentialAuthority(m.Authority),
-		History:    m.router,
-		Membership: m.router,
+		Store:       m.Store,
+		Authority:   CredentialAuthority(m.Authority),
+		History:     m.router,
+		Membership:  m.router,
+		Credentials: m.router,
 		// Sessions: see startRealtime.
 		NATSURLs:  m.NATSURLs,
 		Ready:     m.ready,

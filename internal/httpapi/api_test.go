@@ -167,6 +167,12 @@ func TestCredentials(t *testing.T) {
 		// After a revocation a new credential can be issued.
 		expect(t, e.do(t, "POST", "/api/v1/me/credentials", token, nil), 201, "issue after revoke")
 
+		wantNotices := []string{mulchat.CredentialIssued, mulchat.CredentialRenewed, mulchat.CredentialRenewed,
+			mulchat.CredentialIssued, mulchat.CredentialRevokedN, mulchat.CredentialIssued}
+		if got := e.notices.list(); !slices.Equal(got, wantNotices) {
+			t.Fatalf("credential notices %v, want %v", got, wantNotices)
+		}
+
 		for _, c := range []struct {
 			name string
 			body any

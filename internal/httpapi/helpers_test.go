@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/app"
@@ -28,6 +29,7 @@ type env struct {
 	authority *authority.Authority
 	masterKey []byte
 	notified  *recorder
+	notices   *credRecorder
 }
 
 // recorder records membership notifications. It stands in for the router,
@@ -39,6 +41,16 @@ type recorder struct {
 }
 
 func (r *recorder) MembershipChanged(ctx context.Context, roomID, userID int64, change string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, change)
+	return nil
+}
+
+// credRecorder records credential notices.
+type credRecorder struct{ recorder }
+
+func (r *credRecorder) CredentialChanged(ctx context.Context, userID int64, change string, expiresAt *time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.changes = append(r.changes, change)
@@ -70,13 +82,15 @@ func newEnvWithLogger(t testing.TB, db *sqlstore.DB, logger *slog.Logger, opts .
 		t.Fatalf("authority.Open: %v", err)
 	}
 	rec := &recorder{}
+	notices := &credRecorder{}
 	cfg := httpapi.Config{
-		Store:      db,
-		Authority:  app.CredentialAuthority(a),
-		Membership: rec,
-		NATSURLs:   func() []string { return []string{"nats://127.0.0.1:4999"} },
-		Logger:     logger,
-		LoginRate:  httpapi.LoginRate{PerUsername: 600, UserBurst: 1000, PerAddress: 600, AddrBurst: 1000, RegisterPerAddress: -1},
+		Credentials: notices,
+		Store:       db,
+		Authority:   app.CredentialAuthority(a),
+		Membership:  rec,
+		NATSURLs:    func() []string { return []string{"nats://127.0.0.1:4999"} },
+		Logger:      logger,
+		LoginRate:   httpapi.LoginRate{PerUsername: 600, UserBurst: 1000, PerAddress: 600, AddrBurst: 1000, RegisterPerAddress: -1},
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -88,7 +102,7 @@ func newEnvWithLogger(t testing.TB, db *sqlstore.DB, logger *slog.Logger, opts .
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	tt, _ := t.(*testing.T)
-	return &env{t: tt, db: db, srv: srv, authority: a, masterKey: key, notified: rec}
+	return &env{t: tt, db: db, srv: srv, authority: a, masterKey: key, notified: rec, notices: notices}
 }
 
 // response is a decoded API answer.

@@ -142,6 +142,7 @@ func (s *Server) handleIssueCredential(w http.ResponseWriter, r *http.Request, s
 	}
 	s.logger.Info("credential issued", slog.Int64("user_id", sess.user.ID), slog.String("public_key", c.PublicKey),
 		slog.Bool("server_generated", len(c.Seed) > 0))
+	s.credentialNotice(r.Context(), sess.user.ID, mulchat.CredentialIssued, &c.ExpiresAt)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, s.credentialJSON(c))
 }
@@ -162,6 +163,7 @@ func (s *Server) handleRenewCredential(w http.ResponseWriter, r *http.Request, s
 		return
 	}
 	s.logger.Info("credential renewed", slog.Int64("user_id", sess.user.ID), slog.String("public_key", c.PublicKey))
+	s.credentialNotice(r.Context(), sess.user.ID, mulchat.CredentialRenewed, &c.ExpiresAt)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, s.credentialJSON(c))
 }
@@ -172,7 +174,24 @@ func (s *Server) handleRevokeCredential(w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	s.logger.Info("credential revoked", slog.Int64("user_id", sess.user.ID))
+	s.credentialNotice(r.Context(), sess.user.ID, mulchat.CredentialRevokedN, nil)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// credentialNotice tells the user's open pages about a committed credential
+// change. Best effort: a failure is logged, the change stands.
+func (s *Server) credentialNotice(ctx context.Context, userID int64, change string, expiresAt *time.Time) {
+	if s.cfg.Credentials == nil {
+		return
+	}
+	var exp *time.Time
+	if expiresAt != nil {
+		e := expiresAt.UTC()
+		exp = &e
+	}
+	if err := s.cfg.Credentials.CredentialChanged(ctx, userID, change, exp); err != nil {
+		s.logger.Warn("credential notice failed", slog.Int64("user_id", userID), slog.String("change", change), slog.Any("err", err))
+	}
 }
 
 type sessionView struct {

@@ -71,14 +71,17 @@ var DefaultLoginRate = LoginRate{PerUsername: 6, UserBurst: 10, PerAddress: 60, 
 	RegisterPerAddress: 10, RegisterBurst: 20, MaxEntries: 10000}
 
 // Config holds the server's dependencies. Store and Authority are required;
-// History, Membership and Sessions may be nil (the endpoints that need them
-// answer 501, membership notifications are skipped).
+// History, Membership, Sessions and Credentials may be nil (the endpoints
+// that need them answer 501, notifications are skipped).
 type Config struct {
 	Store      mulchat.Store
 	Authority  Authority
 	History    mulchat.MessageHistory
 	Membership mulchat.MembershipNotifier
 	Sessions   mulchat.SessionKicker
+	// Credentials, when set, sends the user a notice after their credential
+	// is issued, renewed or revoked (to their other open pages).
+	Credentials mulchat.CredentialNotifier
 	// NATSURLs returns the client URLs handed out with a credential.
 	NATSURLs func() []string
 	// Ready reports whether NATS (and the services on it) are ready; nil
