@@ -192,6 +192,9 @@ func OpenDatabase(ctx context.Context, cfg Config) (*sqlstore.DB, error) {
 		cfg.DataDir = DefaultDataDir
 	}
 	url := cfg.databaseURL()
+	if scheme, _, ok := strings.Cut(url, "://"); ok && !isPostgres(url) && !strings.ContainsAny(scheme, "/\\") {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "unsupported database URL scheme %q: use a SQLite file path or a postgres:// URL", scheme)
+	}
 	if !isPostgres(url) {
 		if err := os.MkdirAll(filepath.Dir(url), 0o700); err != nil {
 			return nil, mulchat.WrapError(mulchat.EINVALID, err, "cannot create the database directory")

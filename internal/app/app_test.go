@@ -227,3 +227,15 @@ func TestNoSecretsInLogsFullStack(t *testing.T) {
 		}
 	}
 }
+
+func TestUnsupportedDatabaseURL(t *testing.T) {
+	dir := t.TempDir()
+	for _, u := range []string{"mysql://x/y", "sqlite://x.db"} {
+		if db, err := app.OpenStore(context.Background(), app.Config{DataDir: dir, DatabaseURL: u}); err == nil {
+			db.Close()
+			t.Fatalf("%s accepted", u)
+		} else if !strings.Contains(err.Error(), "unsupported database URL") {
+			t.Fatalf("%s: %v", u, err)
+		}
+	}
+}
