@@ -99,6 +99,17 @@ func TestStartServeClose(t *testing.T) {
 			if hr.StatusCode != 200 || !strings.Contains(string(body), `"messages":[]`) {
 				t.Fatalf("history: %d %s", hr.StatusCode, body)
 			}
+			mr, err := http.Get(m.HTTPURL() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			metrics, _ := io.ReadAll(mr.Body)
+			mr.Body.Close()
+			for _, want := range []string{"mulchat_credentials_issued_total", "mulchat_http_requests_total", "go_goroutines"} {
+				if !strings.Contains(string(metrics), want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
+			}
 			if err := m.Close(); err != nil {
 				t.Fatalf("close: %v", err)
 			}
