@@ -237,6 +237,9 @@ func TestBrowserChat(t *testing.T) {
 	browserTools(t)
 	for _, db := range databases {
 		t.Run(db.name, func(t *testing.T) {
+			// Each run has its own server and browser; they overlap their
+			// waits (timeouts, pacing) rather than their CPU.
+			t.Parallel()
 			m := startServer(t, db.url(t))
 			res := runScript(t, m, "test")
 			if !res.OK {

@@ -262,6 +262,8 @@ function renderShell() {
     h("div", { class: "layout" }, els.sidebar, els.main, els.panel),
   );
   setConn(state.conn);
+  buildSidebar();
+  els.createRoom.querySelector("summary").addEventListener("click", () => (els.createRoom.dataset.touched = "1"));
   renderSidebar();
   renderConversation();
 }
@@ -305,33 +307,12 @@ async function loadRooms() {
 
 const isMember = (r) => Boolean(r && r.role);
 
-function renderSidebar() {
-  if (!els.sidebar) return;
-  const rooms = [...state.rooms.values()].sort((a, b) => a.name.localeCompare(b.name));
-  const mine = rooms.filter(isMember);
-  const others = rooms.filter((r) => !isMember(r));
-  const roomItem = (r) => {
-    const n = state.unread.get(r.id) || 0;
-    const online = onlineCount(r.id);
-    return h(
-      "li",
-      {},
-      h(
-        "button",
-        {
-          type: "button",
-          class: "room" + (r.id === state.openRoom ? " active" : "") + (n ? " has-unread" : ""),
-          "data-room": r.id,
-          "aria-current": r.id === state.openRoom ? "true" : undefined,
-          onclick: () => openRoom(r.id),
-        },
-        h("span", { class: "room-name", text: "#" + r.name }),
-        !r.is_public ? h("span", { class: "tag", text: "private" }) : null,
-        online ? h("span", { class: "online-count", title: online + " online", "aria-label": online + " online", text: "● " + online }) : null,
-        n ? h("span", { class: "unread", "aria-label": n + " unread", text: n >= PAGE ? PAGE + "+" : String(n) }) : null,
-      ),
-    );
-  };
+// buildSidebar makes the sidebar's fixed parts once per session: the two
+// room lists are re-rendered often (unread counts, presence), and the
+// create-room form must not lose what someone is typing when they are.
+function buildSidebar() {
+  els.myRooms = h("div", { class: "room-list" });
+  els.publicRooms = h("div", { class: "room-list" });
   const nameInput = h("input", { id: "new-room-name", name: "name", required: true, placeholder: "room-name", pattern: "[a-z0-9][a-z0-9_\\-]{1,63}", autocapitalize: "none", maxlength: 64 });
   const descInput = h("input", { id: "new-room-description", name: "description", placeholder: "Description (optional)", maxlength: 1000 });
   const pubInput = h("input", { id: "new-room-public", type: "checkbox", checked: true });
@@ -362,19 +343,60 @@ function renderSidebar() {
     formErr,
     h("button", { type: "submit", id: "create-room-submit" }, "Create room"),
   );
+  els.createRoom = h("details", { class: "create", open: true }, h("summary", { text: "Create a room" }), createForm);
   replace(
     els.sidebar,
     h("h2", { text: "My rooms" }),
-    mine.length ? h("ul", { class: "rooms", id: "my-rooms" }, mine.map(roomItem)) : h("p", { class: "empty", text: "No rooms yet: join one below or create one." }),
+    els.myRooms,
     h(
       "div",
       { class: "side-head" },
       h("h2", { text: "Public rooms" }),
       h("button", { type: "button", class: "link", id: "refresh-rooms", title: "Refresh the room list", "aria-label": "Refresh the room list", onclick: () => loadRooms().catch((e) => showError(friendlyError(e))) }, "↻"),
     ),
-    others.length ? h("ul", { class: "rooms", id: "public-rooms" }, others.map(roomItem)) : h("p", { class: "empty", text: "No other public rooms." }),
-    h("details", { class: "create", open: mine.length === 0 ? true : undefined }, h("summary", { text: "Create a room" }), createForm),
+    els.publicRooms,
+    els.createRoom,
   );
+}
+
+function renderSidebar() {
+  if (!els.myRooms) return;
+  const rooms = [...state.rooms.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const mine = rooms.filter(isMember);
+  const others = rooms.filter((r) => !isMember(r));
+  const roomItem = (r) => {
+    const n = state.unread.get(r.id) || 0;
+    const online = onlineCount(r.id);
+    return h(
+      "li",
+      {},
+      h(
+        "button",
+        {
+          type: "button",
+          class: "room" + (r.id === state.openRoom ? " active" : "") + (n ? " has-unread" : ""),
+          "data-room": r.id,
+          "aria-current": r.id === state.openRoom ? "true" : undefined,
+          onclick: () => openRoom(r.id),
+        },
+        h("span", { class: "room-name", text: "#" + r.name }),
+        !r.is_public ? h("span", { class: "tag", text: "private" }) : null,
+        online ? h("span", { class: "online-count", title: online + " online", "aria-label": online + " online", text: "● " + online }) : null,
+        n ? h("span", { class: "unread", "aria-label": n + " unread", text: n >= PAGE ? PAGE + "+" : String(n) }) : null,
+      ),
+    );
+  };
+  // Keep keyboard focus on the same room across the re-render.
+  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.room : undefined;
+  replace(els.myRooms, mine.length ? h("ul", { class: "rooms", id: "my-rooms" }, mine.map(roomItem)) : h("p", { class: "empty", text: "No rooms yet: join one below or create one." }));
+  replace(els.publicRooms, others.length ? h("ul", { class: "rooms", id: "public-rooms" }, others.map(roomItem)) : h("p", { class: "empty", text: "No other public rooms." }));
+  if (focused) {
+    const el = els.sidebar.querySelector(`button[data-room="${focused}"]`);
+    if (el) el.focus();
+  }
+  // The form starts open for someone with no rooms, folded otherwise; once
+  // it has been toggled by hand it stays as it is.
+  if (!els.createRoom.dataset.touched) els.createRoom.open = mine.length === 0;
 }
 
 async function joinRoom(id) {
@@ -902,7 +924,7 @@ function onMembership(ev) {
       if (roomID === state.openRoom) renderRoomHeader();
     });
   }
-  if (state.panel === "members" && roomID === state.openRoom) renderMembers();
+  if (state.panel === "members" && roomID === state.openRoom) fillMembers(true);
 }
 
 // onlineCount is how many members of a room are known to be online (0 when
@@ -922,7 +944,7 @@ function onPresence(ev) {
   else return;
   renderSidebar();
   renderRoomHeader();
-  if (state.panel === "members") renderMembers();
+  fillMembers(false);
 }
 
 // onCredentialNotice acts on the router's credential notices: a revoked
@@ -1052,7 +1074,7 @@ async function renderMembers() {
           try {
             await state.api.addMember(id, name.value.trim(), role.value);
             name.value = "";
-            renderMembers();
+            fillMembers(true);
           } catch (e) {
             err.textContent = friendlyError(e);
           }
@@ -1070,8 +1092,23 @@ async function renderMembers() {
     err,
     owner ? h("button", { type: "button", class: "danger", id: "delete-room", onclick: () => deleteRoom(id) }, "Delete room") : null,
   );
-  const members = (await loadMembers(id)) || [];
-  if (state.panel !== "members" || state.openRoom !== id) return;
+  els.membersList = list;
+  els.membersErr = err;
+  await fillMembers(true);
+}
+
+// fillMembers redraws the open members panel's list (after presence or
+// membership changes) without touching its form; reload fetches the list.
+async function fillMembers(reload) {
+  const id = state.openRoom;
+  const r = state.rooms.get(id);
+  const list = els.membersList;
+  const err = els.membersErr;
+  if (!r || !list || state.panel !== "members") return;
+  const owner = r.role === "owner";
+  const members = (reload ? await loadMembers(id) : state.members.get(id)) || [];
+  if (state.panel !== "members" || state.openRoom !== id || els.membersList !== list) return;
+  list.replaceChildren();
   for (const m of members) {
     const me = m.user_id === state.user.id;
     const on = state.online.has(m.user_id) || me;
@@ -1094,7 +1131,7 @@ async function renderMembers() {
                   err.textContent = "";
                   try {
                     await state.api.removeMember(id, m.user_id);
-                    renderMembers();
+                    fillMembers(true);
                   } catch (e) {
                     err.textContent = friendlyError(e);
                   }
