@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -300,4 +304,94 @@ func TestBadFlags(t *testing.T) {
 	c := newCLI(t)
 	c.fails("log-level", "", "--log-level", "loud", "serve")
 	c.fails("invalid argument", "", "serve", "--nats-port", "abc")
+}
+
+// TestServeAndSIGTERM runs `mulchat serve` on free ports with its settings
+// from MULCHAT_* variables, waits for it to serve, and stops it with SIGTERM:
+// it must exit 0 after a clean shutdown.
+func TestServeAndSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "serve")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MULCHAT_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "MULCHAT_DATA_DIR="+dir, "MULCHAT_HTTP_ADDR=127.0.0.1:0",
+		"MULCHAT_NATS_PORT=-1", "MULCHAT_NATS_WS_PORT=-1", "MULCHAT_LOG_FORMAT=json")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+	}()
+
+	// The log line "mulchat serving" names the HTTP URL actually used.
+	var httpURL string
+	deadline := time.Now().Add(30 * time.Second)
+	for httpURL == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start:\n%s", stderr.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited early: %v\n%s", err, stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var rec struct {
+				Msg  string `json:"msg"`
+				HTTP string `json:"http"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "mulchat serving" {
+				httpURL = rec.HTTP
+			}
+		}
+	}
+	resp, err := http.Get(httpURL + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM:\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop after SIGTERM")
+	}
+	if !strings.Contains(stderr.String(), "shutting down") {
+		t.Fatalf("no shutdown log:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, app.RunningNATSURLFile)); err == nil {
+		t.Fatal("nats.url left behind after shutdown")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
