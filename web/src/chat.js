@@ -98,7 +98,8 @@ export class Chat {
     this.onStatus("connecting");
     const nc = await wsconnect({
       servers: [this.url],
-      name: "mulchat-web",
+      // The session list shows this name, so a person can tell devices apart.
+      name: clientName(),
       // The authenticator is asked on every (re)connect, so a renewed JWT is
       // used as soon as it arrives.
       authenticator: jwtAuthenticator(
@@ -349,6 +350,26 @@ export class Chat {
     clearTimeout(this.restartReset);
     if (this.nc && !this.nc.isClosed()) this.nc.close().catch(() => {});
   }
+}
+
+// clientName is "mulchat-web; <browser> on <system>", from the user agent.
+export function clientName(ua = typeof navigator === "undefined" ? "" : navigator.userAgent) {
+  const browser = [
+    [/Edg\//, "Edge"],
+    [/Firefox\//, "Firefox"],
+    [/Chrome\//, "Chrome"],
+    [/Safari\//, "Safari"],
+  ].find(([re]) => re.test(ua));
+  const system = [
+    [/Android/, "Android"],
+    [/iPhone|iPad|iPod/, "iOS"],
+    [/Mac OS X|Macintosh/, "macOS"],
+    [/Windows/, "Windows"],
+    [/CrOS/, "ChromeOS"],
+    [/Linux/, "Linux"],
+  ].find(([re]) => re.test(ua));
+  if (!browser && !system) return "mulchat-web";
+  return `mulchat-web; ${browser ? browser[1] : "browser"} on ${system ? system[1] : "unknown system"}`;
 }
 
 function codedError(code, message) {

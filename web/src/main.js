@@ -1219,9 +1219,12 @@ async function renderSessions() {
   }
 }
 
+// describeAgent turns a session's user agent ("<client name> (<lang>/<version>)")
+// into words.
 function describeAgent(ua) {
   if (!ua) return "Unknown client";
-  if (/mulchat-web|nats\.ws/i.test(ua)) return "Web browser";
+  const web = /^mulchat-web(?:; ([^()]+?))?\s*(\(|$)/.exec(ua);
+  if (web) return web[1] ? `${web[1]} (web page)` : "Web browser";
   return ua.length > 60 ? ua.slice(0, 60) + "…" : ua;
 }
 

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createUser } from "@nats-io/nkeys";
-import { pickWebSocketURL, jwtClaims, newSeed } from "../src/chat.js";
+import { pickWebSocketURL, jwtClaims, newSeed, clientName } from "../src/chat.js";
 import { APIError, friendlyError } from "../src/api.js";
 
 const page = (protocol, hostname) => ({ protocol, hostname });
@@ -49,4 +49,15 @@ test("friendlyError words errors for people", () => {
     [new Error("boom"), undefined, "boom"],
   ];
   for (const [err, ctx, want] of cases) assert.equal(friendlyError(err, ctx), want);
+});
+
+test("clientName names browser and system", () => {
+  const cases = [
+    ["Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36", "mulchat-web; Chrome on Linux"],
+    ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1", "mulchat-web; Safari on iOS"],
+    ["Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0", "mulchat-web; Firefox on Windows"],
+    ["Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Mobile Safari/537.36 Edg/120", "mulchat-web; Edge on Android"],
+    ["", "mulchat-web"],
+  ];
+  for (const [ua, want] of cases) assert.equal(clientName(ua), want);
 });
