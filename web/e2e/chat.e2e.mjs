@@ -339,7 +339,7 @@ try {
   step = "carol: failed send, retry with the same client_msg_id";
   // Carol's WebSocket goes through a relay the test controls, to lose
   // server→page frames and to drop the connection on purpose.
-  const ctxC = await browser.newContext({ viewport: { width: 1024, height: 700 } });
+  const ctxC = await browser.newContext({ viewport: { width: 1024, height: 700 }, colorScheme: "dark" });
   let blackhole = false;
   const sockets = [];
   await ctxC.routeWebSocket(/^wss?:/, (ws) => {
