@@ -947,13 +947,15 @@ function onPresence(ev) {
   fillMembers(false);
 }
 
-// onCredentialNotice acts on the router's credential notices: a revoked
-// credential signs the page out at once (the server also disconnects it),
-// an expiring one is renewed now.
+// onCredentialNotice acts on the router's credential notices: after a
+// revocation, or a key issued elsewhere, the page asks the API whether its
+// own key is still the account's (the server also disconnects a revoked
+// key); an expiring credential is renewed now.
 function onCredentialNotice(ev) {
   if (!state.chat) return;
-  if (ev.change === "revoked") {
-    state.chat.checkSignedOut(new Error("credential revoked"));
+  if (ev.change === "revoked" || ev.change === "issued") {
+    // "issued" may mean another device took over the account's key.
+    state.chat.checkSignedOut(null);
   } else if (ev.change === "expiring") {
     state.chat.renew();
   }
