@@ -1,10 +1,15 @@
 package credmigrate
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
 )
 
 // Precheck is what the migration finds before it writes anything.
@@ -49,74 +54,10 @@ func (m *Migrator) Precheck(ctx context.Context) (*Precheck, error) {
 	if err := m.requireLayout(ctx, true); err != nil {
 		return nil, err
 	}
-	p := &Precheck{}
-	after := int64(0)
-	for {
-		ids, err := m.batchIDs(ctx, m.db, after, m.opts.BatchSize)
-		if err != nil {
-			return nil, internal(err, "pre-check: reading legacy user ids")
-		}
-		if len(ids) == 0 {
-			break
-		}
-		hi := ids[len(ids)-1]
-		legacy, err := m.legacyRows(ctx, m.db, after, hi)
-		if err != nil {
-			return nil, internal(err, "pre-check: reading legacy rows")
-		}
-		users, err := m.userCreds(ctx, m.db, after, hi, false)
-		if err != nil {
-			return nil, internal(err, "pre-check: reading users")
-		}
-		for _, id := range ids {
-			rows := legacy[id]
-			p.LegacyUsers++
-			p.LegacyRows += int64(len(rows))
-			for _, r := range rows {
-				if !r.claims.ok {
-					p.InvalidJWTRows++
-					p.sample("invalid_jwt_credential_ids", r.ID)
-				} else if !r.valid() {
-					p.SubjectMismatchRows++
-					p.sample("subject_mismatch_credential_ids", r.ID)
-				}
-				if r.SeedHash.Valid && isSeed(r.SeedHash.String) {
-					p.RawSeedsLegacy++
-					p.sample("raw_seed_credential_ids", r.ID)
-				}
-			}
-			u, ok := users[id]
-			if !ok {
-				p.OrphanUsers++
-				p.OrphanRows += int64(len(rows))
-				p.sample("orphan_user_ids", id)
-				continue
-			}
-			if len(rows) > 1 {
-				p.UsersWithSeveralRows++
-				p.SupersededRows += int64(len(rows) - 1)
-				p.sample("users_with_several_rows", id)
-			}
-			d := decide(u, winner(rows), m.opts.OnConflict)
-			switch d.action {
-			case actionSame:
-				p.AlreadyMigrated++
-			case actionKeepNewer:
-				p.Conflicts++
-				p.ConflictsKeepUsers++
-				p.sample("conflict_user_ids", id)
-			case actionReplaceOlder, actionReplaceLegacy:
-				p.Conflicts++
-				p.ConflictsTakeLegacy++
-				p.sample("conflict_user_ids", id)
-			}
-			if d.write {
-				p.ToWrite++
-			}
-		}
-		after = hi
+	p, err := m.precheckRows(ctx)
+	if err != nil {
+		return nil, err
 	}
-	var err error
 	if p.RawSeedsUsers, err = m.countRawSeedsUsers(ctx); err != nil {
 		return nil, err
 	}
@@ -259,4 +200,135 @@ func (m *Migrator) requireLayout(ctx context.Context, legacy bool) error {
 		}
 	}
 	return nil
+}
+
+// precheckRows scans the legacy rows and users in id ranges, on every core
+// (the scan only reads), and merges the ranges' findings in id order.
+func (m *Migrator) precheckRows(ctx context.Context) (*Precheck, error) {
+	var lo, hi sql.NullInt64
+	if err := m.db.QueryRowContext(ctx, "SELECT min(user_id), max(user_id) FROM "+LegacyTable).Scan(&lo, &hi); err != nil {
+		return nil, internal(err, "pre-check: reading legacy user ids")
+	}
+	if !lo.Valid {
+		return &Precheck{}, nil
+	}
+	width := int64(m.opts.BatchSize)
+	n := int((hi.Int64-lo.Int64)/width + 1)
+	parts := make([]*Precheck, n)
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				from := lo.Int64 - 1 + int64(i)*width
+				parts[i], errs[i] = m.precheckRange(ctx, from, from+width)
+			}
+		}()
+	}
+	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p := &Precheck{}
+	for i, part := range parts {
+		if errs[i] != nil {
+			return nil, internal(errs[i], "pre-check: reading legacy rows")
+		}
+		p.merge(part)
+	}
+	return p, nil
+}
+
+func (p *Precheck) merge(o *Precheck) {
+	p.LegacyRows += o.LegacyRows
+	p.LegacyUsers += o.LegacyUsers
+	p.UsersWithSeveralRows += o.UsersWithSeveralRows
+	p.SupersededRows += o.SupersededRows
+	p.OrphanRows += o.OrphanRows
+	p.OrphanUsers += o.OrphanUsers
+	p.InvalidJWTRows += o.InvalidJWTRows
+	p.SubjectMismatchRows += o.SubjectMismatchRows
+	p.AlreadyMigrated += o.AlreadyMigrated
+	p.Conflicts += o.Conflicts
+	p.ConflictsKeepUsers += o.ConflictsKeepUsers
+	p.ConflictsTakeLegacy += o.ConflictsTakeLegacy
+	p.ToWrite += o.ToWrite
+	p.RawSeedsLegacy += o.RawSeedsLegacy
+	for _, k := range slices.Sorted(maps.Keys(o.Samples)) {
+		for _, id := range o.Samples[k] {
+			p.sample(k, id)
+		}
+	}
+}
+
+// precheckRange examines the users with legacy rows whose id is in (lo, hi].
+func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64) (*Precheck, error) {
+	p := &Precheck{}
+	legacy, err := m.legacyRows(ctx, m.db, lo, hi)
+	if err != nil || len(legacy) == 0 {
+		return p, err
+	}
+	users, err := m.userCreds(ctx, m.db, lo, hi, false)
+	if err != nil {
+		return nil, err
+	}
+	ids := slices.Sorted(maps.Keys(legacy))
+	for _, id := range ids {
+		rows := legacy[id]
+		slices.SortFunc(rows, func(a, b *legacyRow) int { return cmp.Compare(a.ID, b.ID) })
+		p.LegacyUsers++
+		p.LegacyRows += int64(len(rows))
+		for _, r := range rows {
+			if !r.claims.ok {
+				p.InvalidJWTRows++
+				p.sample("invalid_jwt_credential_ids", r.ID)
+			} else if !r.valid() {
+				p.SubjectMismatchRows++
+				p.sample("subject_mismatch_credential_ids", r.ID)
+			}
+			if r.SeedHash.Valid && isSeed(r.SeedHash.String) {
+				p.RawSeedsLegacy++
+				p.sample("raw_seed_credential_ids", r.ID)
+			}
+		}
+		u, ok := users[id]
+		if !ok {
+			p.OrphanUsers++
+			p.OrphanRows += int64(len(rows))
+			p.sample("orphan_user_ids", id)
+			continue
+		}
+		if len(rows) > 1 {
+			p.UsersWithSeveralRows++
+			p.SupersededRows += int64(len(rows) - 1)
+			p.sample("users_with_several_rows", id)
+		}
+		d := decide(u, winner(rows), m.opts.OnConflict)
+		switch d.action {
+		case actionSame:
+			p.AlreadyMigrated++
+		case actionKeepNewer:
+			p.Conflicts++
+			p.ConflictsKeepUsers++
+			p.sample("conflict_user_ids", id)
+		case actionReplaceOlder, actionReplaceLegacy:
+			p.Conflicts++
+			p.ConflictsTakeLegacy++
+			p.sample("conflict_user_ids", id)
+		}
+		if d.write {
+			p.ToWrite++
+		}
+	}
+	return p, nil
 }

@@ -124,21 +124,33 @@ func TestDryRunChangesNothing(t *testing.T) {
 			Migrations: migrationsFor(e.dialect), VersionTable: versionTable}); err != nil {
 			t.Fatal(err)
 		}
-		after, _ := legacytest.Dump(ctx, e.db, e.dialect)
+		after, err := legacytest.Dump(ctx, e.db, e.dialect)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if !reflect.DeepEqual(before, after) {
 			t.Fatal("adopt --dry-run changed the database")
 		}
 		e.adopt(t)
-		before, _ = legacytest.Dump(ctx, e.db, e.dialect)
+		if before, err = legacytest.Dump(ctx, e.db, e.dialect); err != nil {
+			t.Fatal(err)
+		}
 		r, err := e.migrator(t, credmigrate.Options{DryRun: true}).Run(ctx)
 		if err != nil {
 			t.Fatalf("dry run: %v", err)
 		}
-		after, _ = legacytest.Dump(ctx, e.db, e.dialect)
+		if after, err = legacytest.Dump(ctx, e.db, e.dialect); err != nil {
+			t.Fatal(err)
+		}
 		if !reflect.DeepEqual(before, after) {
 			for tbl := range before {
 				if !reflect.DeepEqual(before[tbl], after[tbl]) {
-					t.Errorf("dry run changed %s", tbl)
+					t.Errorf("dry run changed %s: %d rows before, %d after", tbl, len(before[tbl]), len(after[tbl]))
+				}
+			}
+			for tbl := range after {
+				if _, ok := before[tbl]; !ok {
+					t.Errorf("dry run created %s", tbl)
 				}
 			}
 			t.Fatal("dry run changed the database")

@@ -138,7 +138,10 @@ func Dump(ctx context.Context, db *sql.DB, dialect string, skipPrefixes ...strin
 	rows.Close()
 	out := map[string][]string{}
 	for _, tbl := range tables {
-		r, err := db.QueryContext(ctx, "SELECT * FROM "+tbl)
+		// A unique comment keeps pgx from reusing a statement prepared
+		// before the table's columns changed ("cached plan must not change
+		// result type").
+		r, err := db.QueryContext(ctx, fmt.Sprintf("SELECT * FROM %s /* %d */", tbl, seq.Add(1)))
 		if err != nil {
 			return nil, err
 		}
