@@ -47,6 +47,7 @@ type DB struct {
 	*queries // the Queries methods, run outside any transaction
 	sql      *sql.DB
 	dialect  string
+	stmts    *stmtCache // SQLite only; nil on PostgreSQL
 }
 
 var _ mulchat.Store = (*DB)(nil)
@@ -99,8 +100,23 @@ func innermost(err error) string {
 
 func newDB(sqlDB *sql.DB, dialect string) *DB {
 	db := &DB{sql: sqlDB, dialect: dialect}
-	db.queries = &queries{x: sqlDB, dialect: dialect, db: db}
+	if dialect == DialectSQLite {
+		db.stmts = newStmtCache(sqlDB)
+	}
+	db.queries = &queries{x: db.execer(nil), dialect: dialect, db: db}
 	return db
+}
+
+// execer returns what runs this store's statements: the pool or tx, through
+// the statement cache where there is one.
+func (db *DB) execer(tx *sql.Tx) execer {
+	if db.stmts != nil {
+		return stmtExecer{cache: db.stmts, db: db.sql, tx: tx}
+	}
+	if tx != nil {
+		return tx
+	}
+	return db.sql
 }
 
 func openPostgres(databaseURL string) (*DB, error) {
@@ -193,7 +209,12 @@ func (db *DB) Ping(ctx context.Context) error {
 }
 
 // Close closes the connection pool.
-func (db *DB) Close() error { return db.sql.Close() }
+func (db *DB) Close() error {
+	if db.stmts != nil {
+		db.stmts.close()
+	}
+	return db.sql.Close()
+}
 
 // InTx runs fn in one transaction; see mulchat.Store. On SQLite the
 // transaction begins with BEGIN IMMEDIATE (the DSN's _txlock), so it holds the
@@ -215,7 +236,7 @@ func (db *DB) inTx(ctx context.Context, fn func(q *queries) error) (err error) {
 	if err != nil {
 		return db.queries.translate(ctx, err, errMsgs{})
 	}
-	q := &queries{x: tx, dialect: db.dialect, db: db, tx: &txState{}}
+	q := &queries{x: db.execer(tx), dialect: db.dialect, db: db, tx: &txState{}}
 	committed := false
 	defer func() {
 		if !committed {
