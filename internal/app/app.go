@@ -23,6 +23,7 @@ import (
 	"github.com/mulchat/mulchat/internal/natsd"
 	"github.com/mulchat/mulchat/internal/router"
 	"github.com/mulchat/mulchat/internal/sqlstore"
+	"github.com/mulchat/mulchat/internal/tracker"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -98,6 +99,7 @@ type Main struct {
 	chatConn   *nats.Conn
 	sysConn    *nats.Conn
 	router     *router.Router
+	tracker    *tracker.Tracker
 
 	listener   net.Listener
 	httpServer *http.Server
@@ -363,7 +365,9 @@ func (m *Main) connectServices(ctx context.Context) error {
 	return nil
 }
 
-// startRealtime starts the router and the tracker and hands them to the API.
+// startRealtime starts the router and the tracker (which tells the router
+// about presence, and kicks the sessions of revoked credentials); the API
+// gets them as History, Membership, Credentials and Sessions.
 func (m *Main) startRealtime(ctx context.Context) error {
 	r, err := router.New(router.Config{
 		Store:            m.Store,
@@ -379,10 +383,23 @@ func (m *Main) startRealtime(ctx context.Context) error {
 		return err
 	}
 	m.router = r
-	// TODO(realtime): start internal/tracker (tracker.New(tracker.Config{
-	// Store, SysConn: m.sysConn, Logger}).Start(ctx)), keep it on Main for
-	// Close, set m.Authority.SetKicker(t.KickUser) and pass it to the API as
-	// Sessions.
+	tr, err := tracker.New(tracker.Config{
+		Store:       m.Store,
+		SysConn:     m.sysConn,
+		Logger:      m.logger,
+		Registerer:  m.Registry,
+		ChatAccount: m.Authority.ChatAccountPublicKey(),
+		Presence:    r,
+	})
+	if err != nil {
+		return err
+	}
+	if err := tr.Start(ctx); err != nil {
+		return err
+	}
+	m.tracker = tr
+	// A revocation disconnects the user's live sessions on every server.
+	m.Authority.SetKicker(tr.KickUser)
 	return nil
 }
 
@@ -407,14 +424,14 @@ func (m *Main) startHTTP() error {
 		History:     m.router,
 		Membership:  m.router,
 		Credentials: m.router,
-		// Sessions: see startRealtime.
-		NATSURLs:  m.NATSURLs,
-		Ready:     m.ready,
-		Logger:    m.logger,
-		Registry:  m.Registry,
-		TokenTTL:  m.cfg.TokenTTL,
-		LoginRate: m.cfg.LoginRate,
-		Static:    static,
+		Sessions:    m.tracker,
+		NATSURLs:    m.NATSURLs,
+		Ready:       m.ready,
+		Logger:      m.logger,
+		Registry:    m.Registry,
+		TokenTTL:    m.cfg.TokenTTL,
+		LoginRate:   m.cfg.LoginRate,
+		Static:      static,
 	})
 	if err != nil {
 		return err
@@ -514,7 +531,11 @@ func (m *Main) close() error {
 			errs = append(errs, err)
 		}
 	}
-	// TODO(realtime): close the tracker here.
+	if m.tracker != nil {
+		if err := m.tracker.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if m.router != nil {
 		if err := m.router.Close(); err != nil {
 			errs = append(errs, err)
