@@ -1,10 +1,10 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -177,16 +177,10 @@ func (d *deliverer) fanout(ctx context.Context, subject string, data []byte, seq
 	if err != nil {
 		return nil
 	}
-	var msg mulchat.Message
-	if err := json.Unmarshal(data, &msg); err != nil {
+	out := withSeq(data, roomID, seq)
+	if out == nil {
 		r.log.Warn("skipping undecodable stored message", "seq", seq)
 		return nil
-	}
-	msg.Seq = seq
-	msg.RoomID = roomID
-	out, err := json.Marshal(&msg)
-	if err != nil {
-		return fmt.Errorf("encode delivery: %w", err)
 	}
 	members, err := r.cache.roomMembers(ctx, roomID)
 	if err != nil {
@@ -200,6 +194,31 @@ func (d *deliverer) fanout(ctx context.Context, subject string, data []byte, seq
 	r.m.deliveries.Add(float64(len(members)))
 	r.m.delivered.Inc()
 	return nil
+}
+
+// withSeq returns the delivery form of a stored message: the stored JSON
+// with its seq. The router stores messages with "seq":0 right after room_id
+// (json.Marshal of mulchat.Message), so the common case is a splice; anything
+// else is decoded and encoded again. nil means undecodable.
+func withSeq(data []byte, roomID int64, seq uint64) []byte {
+	prefix := []byte(`{"room_id":` + strconv.FormatInt(roomID, 10) + `,"seq":0,`)
+	if bytes.HasPrefix(data, prefix) {
+		out := make([]byte, 0, len(data)+20)
+		out = append(out, prefix[:len(prefix)-2]...)
+		out = strconv.AppendUint(out, seq, 10)
+		out = append(out, ',')
+		return append(out, data[len(prefix):]...)
+	}
+	var msg mulchat.Message
+	if err := json.Unmarshal(data, &msg); err != nil {
+		return nil
+	}
+	msg.Seq, msg.RoomID = seq, roomID
+	out, err := json.Marshal(&msg)
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // storedMessage reads one message of the stream by sequence.

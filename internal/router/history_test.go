@@ -107,3 +107,21 @@ func TestHistoryPaging(t *testing.T) {
 		})
 	})
 }
+
+// TestWithSeq: the splice gives the same message as decoding and encoding.
+func TestWithSeq(t *testing.T) {
+	m := mulchat.Message{RoomID: 12, Sender: mulchat.Sender{ID: 3, Username: "a\"b"}, Text: `"seq":0, tricky`, ClientMsgID: "c"}
+	stored, _ := json.Marshal(&m)
+	for _, data := range [][]byte{stored, []byte(`{"text":"old layout","room_id":12,"sender":{"id":3,"username":"x"}}`)} {
+		var got mulchat.Message
+		if err := json.Unmarshal(withSeq(data, 12, 987654), &got); err != nil {
+			t.Fatalf("%s: %v", data, err)
+		}
+		if got.Seq != 987654 || got.RoomID != 12 {
+			t.Fatalf("got %+v", got)
+		}
+	}
+	if withSeq([]byte("not json"), 1, 1) != nil {
+		t.Fatal("undecodable input accepted")
+	}
+}

@@ -1,0 +1,397 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mulchat/mulchat"
+	"github.com/mulchat/mulchat/internal/router/rttest"
+	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+)
+
+// Benchmarks of the router against raw NATS on the same embedded server, all
+// in one process (server, router, clients): run with
+//
+//	go test -run '^$' -bench . -benchtime 3s ./internal/router/
+//
+// Each reports msgs/s (stored messages per second), and where it applies
+// p50/p99 latency in microseconds: send→delivery for the router (time from
+// the sender's publish to a member's receipt, over every delivery), request
+// round trip for raw request-reply, and publish→ack for JetStream.
+
+// window is how many sends each sender keeps in flight
+// (MULCHAT_BENCH_WINDOW overrides it).
+var window = func() int {
+	if n, err := strconv.Atoi(os.Getenv("MULCHAT_BENCH_WINDOW")); err == nil && n > 0 {
+		return n
+	}
+	return 64
+}()
+
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) report(b *testing.B) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	pct := func(p float64) float64 {
+		return float64(l.d[int(float64(len(l.d)-1)*p)].Microseconds())
+	}
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+// benchRoom is one room with its members' connections; members[0] sends.
+type benchRoom struct {
+	room    *mulchat.Room
+	members []*rttest.StackUser
+	conns   []*nats.Conn
+}
+
+func setupRooms(b *testing.B, st *rttest.Stack, rooms, members int) []*benchRoom {
+	b.Helper()
+	out := make([]*benchRoom, rooms)
+	for r := range out {
+		br := &benchRoom{}
+		for m := 0; m < members; m++ {
+			br.members = append(br.members, st.NewUser(b, fmt.Sprintf("u%d-%d", r, m), 0))
+		}
+		br.room = st.NewRoom(b, fmt.Sprintf("room-%d", r), br.members[0], br.members[1:]...)
+		for _, u := range br.members {
+			br.conns = append(br.conns, st.Connect(b, u))
+		}
+		out[r] = br
+	}
+	return out
+}
+
+func benchRouter(b *testing.B, rooms, members int) {
+	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
+	nc := st.ServiceConn(b, "router", false)
+	r, err := New(Config{Store: st.Store, Conn: nc, RateLimit: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	rs := setupRooms(b, st, rooms, members)
+
+	var lat latencies
+	var delivered atomic.Int64
+	done := make(chan struct{})
+	var want atomic.Int64
+	for _, br := range rs {
+		for i, c := range br.conns {
+			_, err := c.Subscribe(mulchat.UserSubject(br.members[i].ID, "msg"), func(m *nats.Msg) {
+				var msg mulchat.Message
+				if json.Unmarshal(m.Data, &msg) != nil {
+					return
+				}
+				if sent, err := strconv.ParseInt(msg.Text, 10, 64); err == nil {
+					lat.add(time.Duration(time.Now().UnixNano() - sent))
+				}
+				if delivered.Add(1) == want.Load() {
+					close(done)
+				}
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = c.Flush()
+		}
+	}
+
+	// b.N messages, split over the rooms' senders.
+	want.Store(int64(b.N * members))
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i, br := range rs {
+		n := b.N / rooms
+		if i < b.N%rooms {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sendWindowed(br.conns[0], br.room.ID, br.members[0].ID, n); err != nil {
+				failed.Add(1)
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() == 0 {
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			b.Fatalf("delivered %d of %d", delivered.Load(), want.Load())
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(b.N*members)/elapsed.Seconds(), "deliveries/s")
+	lat.report(b)
+}
+
+// sendWindowed sends n messages from one user with up to window requests in
+// flight, each text being the send time in Unix nanoseconds.
+func sendWindowed(nc *nats.Conn, roomID, userID int64, n int) error {
+	if n == 0 {
+		return nil
+	}
+	sem := make(chan struct{}, window)
+	errc := make(chan error, 1)
+	var replies sync.WaitGroup
+	replies.Add(n)
+	inbox := mulchat.UserInboxPrefix(userID) + ".bench." + strconv.FormatInt(roomID, 10)
+	sub, err := nc.Subscribe(inbox, func(m *nats.Msg) {
+		var rep mulchat.SendReply
+		if json.Unmarshal(m.Data, &rep) != nil || rep.Error != nil {
+			select {
+			case errc <- fmt.Errorf("send failed: %s", m.Data):
+			default:
+			}
+		}
+		<-sem
+		replies.Done()
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	subject := mulchat.SendSubject(roomID, userID)
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		data := []byte(`{"text":"` + strconv.FormatInt(time.Now().UnixNano(), 10) + `"}`)
+		if err := nc.PublishRequest(subject, inbox, data); err != nil {
+			return err
+		}
+	}
+	ok := make(chan struct{})
+	go func() { replies.Wait(); close(ok) }()
+	select {
+	case <-ok:
+	case err := <-errc:
+		return err
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("replies missing")
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func BenchmarkRouter1Room2Members(b *testing.B)     { benchRouter(b, 1, 2) }
+func BenchmarkRouter1Room100Members(b *testing.B)   { benchRouter(b, 1, 100) }
+func BenchmarkRouter100Rooms10Members(b *testing.B) { benchRouter(b, 100, 10) }
+
+// BenchmarkRouterLatencyAt1000 paces sends at 1,000 msgs/s (1 room, 2
+// members) to show send→delivery latency below saturation. Use
+// -benchtime 3000x for three seconds of load.
+func BenchmarkRouterLatencyAt1000(b *testing.B) {
+	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
+	r, err := New(Config{Store: st.Store, Conn: st.ServiceConn(b, "router", false), RateLimit: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	br := setupRooms(b, st, 1, 2)[0]
+	var lat latencies
+	var got atomic.Int64
+	done := make(chan struct{})
+	_, err = br.conns[1].Subscribe(mulchat.UserSubject(br.members[1].ID, "msg"), func(m *nats.Msg) {
+		var msg mulchat.Message
+		if json.Unmarshal(m.Data, &msg) == nil {
+			if sent, err := strconv.ParseInt(msg.Text, 10, 64); err == nil {
+				lat.add(time.Duration(time.Now().UnixNano() - sent))
+			}
+		}
+		if got.Add(1) == int64(b.N) {
+			close(done)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = br.conns[1].Flush()
+	inbox := mulchat.UserInboxPrefix(br.members[0].ID) + ".pace"
+	if _, err := br.conns[0].Subscribe(inbox, func(*nats.Msg) {}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	subject := mulchat.SendSubject(br.room.ID, br.members[0].ID)
+	for i := 0; i < b.N; i++ {
+		<-tick.C
+		data := []byte(`{"text":"` + strconv.FormatInt(time.Now().UnixNano(), 10) + `"}`)
+		if err := br.conns[0].PublishRequest(subject, inbox, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		b.Fatalf("delivered %d of %d", got.Load(), b.N)
+	}
+	b.StopTimer()
+	lat.report(b)
+}
+
+// BenchmarkRawRequestReply: a NATS service that answers at once, on the same
+// server, with the same concurrency as the router benchmarks (window
+// in-flight requests per sender, 4 senders).
+func BenchmarkRawRequestReply(b *testing.B) {
+	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
+	svc := st.ServiceConn(b, "echo", false)
+	if _, err := svc.QueueSubscribe("bench.echo", "q", func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
+		b.Fatal(err)
+	}
+	_ = svc.Flush()
+	const senders = 4
+	var lat latencies
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for s := 0; s < senders; s++ {
+		n := b.N / senders
+		if s < b.N%senders {
+			n++
+		}
+		nc := st.ServiceConn(b, fmt.Sprint("client", s), false)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem := make(chan struct{}, window)
+			var replies sync.WaitGroup
+			replies.Add(n)
+			inbox := nats.NewInbox()
+			sub, _ := nc.Subscribe(inbox, func(m *nats.Msg) {
+				if sent, err := strconv.ParseInt(string(m.Data), 10, 64); err == nil {
+					lat.add(time.Duration(time.Now().UnixNano() - sent))
+				}
+				<-sem
+				replies.Done()
+			})
+			defer sub.Unsubscribe()
+			for i := 0; i < n; i++ {
+				sem <- struct{}{}
+				_ = nc.PublishRequest("bench.echo", inbox, []byte(strconv.FormatInt(time.Now().UnixNano(), 10)))
+			}
+			replies.Wait()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	lat.report(b)
+}
+
+func rawStream(b *testing.B, st *rttest.Stack, nc *nats.Conn) jetstream.JetStream {
+	b.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := StreamConfig(Config{})
+	cfg.Name, cfg.Subjects = "RAW", []string{"raw.>"}
+	if _, err := js.CreateOrUpdateStream(context.Background(), cfg); err != nil {
+		b.Fatal(err)
+	}
+	return js
+}
+
+// BenchmarkRawJetStreamPublishSync: one synchronous publish at a time per
+// publisher, 4 publishers, same stream settings as CHAT.
+func BenchmarkRawJetStreamPublishSync(b *testing.B) {
+	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
+	const publishers = 4
+	var lat latencies
+	js := make([]jetstream.JetStream, publishers)
+	for i := range js {
+		js[i] = rawStream(b, st, st.ServiceConn(b, fmt.Sprint("pub", i), false))
+	}
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := 0; p < publishers; p++ {
+		n := b.N / publishers
+		if p < b.N%publishers {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < n; i++ {
+				t0 := time.Now()
+				if _, err := js[p].Publish(context.Background(), "raw."+strconv.Itoa(p), []byte(`{"text":"hello"}`)); err != nil {
+					b.Error(err)
+					return
+				}
+				lat.add(time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	lat.report(b)
+}
+
+// BenchmarkRawJetStreamPublishAsync: asynchronous publishes with up to 4,000
+// acks pending (nats.go's default), one publisher.
+func BenchmarkRawJetStreamPublishAsync(b *testing.B) {
+	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
+	js := rawStream(b, st, st.ServiceConn(b, "pub", false))
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if _, err := js.PublishAsync("raw.1", []byte(`{"text":"hello"}`)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(60 * time.Second):
+		b.Fatal("acks missing")
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+}
