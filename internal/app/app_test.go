@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
@@ -248,5 +249,69 @@ func TestUnsupportedDatabaseURL(t *testing.T) {
 		} else if !strings.Contains(err.Error(), "unsupported database URL") {
 			t.Fatalf("%s: %v", u, err)
 		}
+	}
+}
+
+// TestSessionsListAndKick: a NATS connection made with an issued credential
+// shows up in GET /me/sessions, and DELETE /me/sessions/{id} disconnects it.
+func TestSessionsListAndKick(t *testing.T) {
+	m, err := app.Start(context.Background(), app.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	base := m.HTTPURL() + "/api/v1"
+	post(t, base+"/users", "", map[string]any{"username": "alice", "password": "correct horse battery"})
+	_, login := post(t, base+"/login", "", map[string]any{"username": "alice", "password": "correct horse battery"})
+	token := login["token"].(string)
+	_, cred := post(t, base+"/me/credentials", token, nil)
+	kp, _ := nkeys.FromSeed([]byte(cred["seed"].(string)))
+	closed := make(chan struct{})
+	nc, err := nats.Connect(m.NATSClientURL(), nats.UserJWT(
+		func() (string, error) { return cred["jwt"].(string), nil },
+		func(nonce []byte) ([]byte, error) { return kp.Sign(nonce) }),
+		nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+
+	get := func() []any {
+		req, _ := http.NewRequest("GET", base+"/me/sessions", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct{ Sessions []any }
+		json.NewDecoder(resp.Body).Decode(&body)
+		return body.Sessions
+	}
+	// The tracker records the session from the server's connect event,
+	// asynchronously.
+	var sessions []any
+	for deadline := time.Now().Add(10 * time.Second); len(sessions) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the session never appeared")
+		}
+		time.Sleep(20 * time.Millisecond)
+		sessions = get()
+	}
+	id := int64(sessions[0].(map[string]any)["id"].(float64))
+	req, _ := http.NewRequest("DELETE", base+"/me/sessions/"+strconv.FormatInt(id, 10), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Fatalf("kick: %d", resp.StatusCode)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the kicked connection stayed open")
 	}
 }
