@@ -159,3 +159,18 @@ func BenchmarkUserClaimsEncodeParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkMeHTTP: GET /api/v1/me, the fixed cost of an authenticated request
+// (HTTP round trip, token and user lookups), to split the issuance figure into
+// that cost and the authority's.
+func BenchmarkMeHTTP(b *testing.B) {
+	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
+		e := newEnvWithLogger(b, db, nil, noLimit)
+		token, _ := e.register(b, "alice")
+		for b.Loop() {
+			if r := e.do(b, "GET", "/api/v1/me", token, nil); r.status != 200 {
+				b.Fatalf("me: %d %s", r.status, r.raw)
+			}
+		}
+	})
+}
