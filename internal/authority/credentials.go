@@ -55,7 +55,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 	// Read and sign outside the transaction: signing is the expensive part,
 	// and holding the store's write lock while signing would serialise every
 	// issuance. The transaction re-reads the row before writing.
-	u, err := a.store.UserByID(ctx, userID)
+	u, grants, err := a.userAndGrants(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -72,10 +72,6 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		if revoked {
 			return nil, errKeyRevoked()
 		}
-	}
-	grants, err := a.store.ListUserPermissions(ctx, userID)
-	if err != nil {
-		return nil, err
 	}
 	now := a.now()
 	exp := expiry(now, ttl)
@@ -102,6 +98,26 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		}
 	}
 
+	// The common case revokes nothing: a first credential, or a client
+	// refreshing the JWT of its current key. The store then writes it in one
+	// conditional statement, without a transaction; if the row changed since
+	// it was read so that a key would have to be revoked, nothing is written
+	// and the general path below decides.
+	if !replaces(u.NATS, publicKey, now) {
+		if s, ok := a.store.(mulchat.NATSCredentialSetter); ok {
+			wrote, err := s.SetUserNATSCredentialIfNothingToRevoke(ctx, userID, cred)
+			if err != nil {
+				return nil, err
+			}
+			if wrote {
+				a.issued.WithLabelValues("issue").Inc()
+				a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
+					"generated", seed != nil, "expires_at", exp)
+				return out, nil
+			}
+		}
+	}
+
 	var oldKey string
 	var oldAccount int64
 	err = a.store.InTx(ctx, func(q mulchat.Queries) error {
@@ -110,9 +126,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		if err != nil {
 			return err
 		}
-		replaces := func(prev mulchat.NATSCredential) bool {
-			return prev.PublicKey != "" && prev.PublicKey != publicKey && prev.Status(now) == mulchat.CredentialActive
-		}
+		replaces := func(prev mulchat.NATSCredential) bool { return replaces(prev, publicKey, now) }
 		if replaces(cur.NATS) {
 			// Lock the account before anything else and read the user again
 			// under the lock: the same order as RevokeUserCredential, so the
@@ -167,7 +181,7 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 	if err != nil {
 		return nil, err
 	}
-	u, err := a.store.UserByID(ctx, userID)
+	u, grants, err := a.userAndGrants(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -175,10 +189,6 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 		return nil, err
 	}
 	publicKey := u.NATS.PublicKey
-	grants, err := a.store.ListUserPermissions(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
 	now := a.now()
 	exp := expiry(now, ttl)
 	token, err := a.signUser(u, publicKey, grants, exp)
@@ -209,6 +219,29 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 	a.issued.WithLabelValues("renew").Inc()
 	a.log.Info("renewed nats credential", "user_id", userID, "public_key", publicKey, "expires_at", exp)
 	return &IssuedCredential{JWT: token, PublicKey: publicKey, ExpiresAt: exp}, nil
+}
+
+// replaces reports whether storing a credential for publicKey replaces prev
+// while prev is still active, so that prev's key must be revoked.
+func replaces(prev mulchat.NATSCredential, publicKey string, now time.Time) bool {
+	return prev.PublicKey != "" && prev.PublicKey != publicKey && prev.Status(now) == mulchat.CredentialActive
+}
+
+// userAndGrants reads the user and the user's permission grants, in one
+// statement where the store can (mulchat.UserGrantsReader).
+func (a *Authority) userAndGrants(ctx context.Context, userID int64) (*mulchat.User, []*mulchat.Permission, error) {
+	if r, ok := a.store.(mulchat.UserGrantsReader); ok {
+		return r.UserWithPermissions(ctx, userID)
+	}
+	u, err := a.store.UserByID(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	grants, err := a.store.ListUserPermissions(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, grants, nil
 }
 
 func renewable(u *mulchat.User) error {

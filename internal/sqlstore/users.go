@@ -13,15 +13,19 @@ const userColumns = `id, username, email, hashed_password, is_active, must_rotat
 
 func scanUser(s scanner) (*mulchat.User, error) {
 	var u mulchat.User
-	err := s.Scan(&u.ID, &u.Username, stringDest{&u.Email}, stringDest{&u.HashedPassword},
-		boolDest{&u.IsActive}, boolDest{&u.MustRotatePassword}, timeDest{&u.CreatedAt},
-		stringDest{&u.NATS.JWT}, stringDest{&u.NATS.SeedHash}, stringDest{&u.NATS.PublicKey},
-		idDest{&u.NATS.AccountID}, stringDest{&u.NATS.AccountPublicKey},
-		nullTimeDest{&u.NATS.ExpiresAt}, nullTimeDest{&u.NATS.ExpiredAt})
-	if err != nil {
+	if err := s.Scan(userDests(&u)...); err != nil {
 		return nil, err
 	}
 	return &u, nil
+}
+
+// userDests are the scan destinations of userColumns, in order.
+func userDests(u *mulchat.User) []any {
+	return []any{&u.ID, &u.Username, stringDest{&u.Email}, stringDest{&u.HashedPassword},
+		boolDest{&u.IsActive}, boolDest{&u.MustRotatePassword}, timeDest{&u.CreatedAt},
+		stringDest{&u.NATS.JWT}, stringDest{&u.NATS.SeedHash}, stringDest{&u.NATS.PublicKey},
+		idDest{&u.NATS.AccountID}, stringDest{&u.NATS.AccountPublicKey},
+		nullTimeDest{&u.NATS.ExpiresAt}, nullTimeDest{&u.NATS.ExpiredAt}}
 }
 
 var userNotFound = errMsgs{notFound: "user not found"}

@@ -1,0 +1,88 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+
+	"github.com/mulchat/mulchat"
+)
+
+var (
+	_ mulchat.UserGrantsReader     = (*queries)(nil)
+	_ mulchat.NATSCredentialSetter = (*queries)(nil)
+)
+
+// userWithPermissionsQuery joins the user to the user's grants: one row per
+// grant, or one row with NULL grant columns for a user without grants.
+var userWithPermissionsQuery = `SELECT u.` + strings.Join(strings.Fields(strings.ReplaceAll(userColumns, ",", " ")), ", u.") + `,
+	p.id, p.room_id, p.permission_type, p.subject, p.created_at, p.updated_at
+FROM users u LEFT JOIN nats_permissions p ON p.user_id = u.id
+WHERE u.id = $1
+ORDER BY p.id`
+
+// UserWithPermissions returns the user and the user's grants by id in one
+// statement (credential issuance needs both).
+func (q *queries) UserWithPermissions(ctx context.Context, userID int64) (*mulchat.User, []*mulchat.Permission, error) {
+	var u *mulchat.User
+	perms := []*mulchat.Permission{}
+	err := q.many(ctx, userWithPermissionsQuery, []any{userID}, func(s scanner) error {
+		var row mulchat.User
+		var p mulchat.Permission
+		var grantID sql.NullInt64
+		dests := append(userDests(&row), &grantID, idDest{&p.RoomID}, stringDest{&p.Type}, stringDest{&p.Subject},
+			timeDest{&p.CreatedAt}, timeDest{&p.UpdatedAt})
+		if err := s.Scan(dests...); err != nil {
+			return err
+		}
+		if u == nil {
+			u = &row
+		}
+		if grantID.Valid {
+			p.ID, p.UserID = grantID.Int64, userID
+			perms = append(perms, &p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if u == nil {
+		return nil, nil, mulchat.Errorf(mulchat.ENOTFOUND, "user not found")
+	}
+	return u, perms, nil
+}
+
+// SetUserNATSCredentialIfNothingToRevoke writes the seven users.nats_*
+// columns, as UpdateUserNATSCredential does, in one UPDATE whose WHERE clause
+// holds the conditions under which the write revokes nothing: the user is
+// active and the stored credential has no public key, or has c.PublicKey
+// unrevoked, or has another key already revoked. The one statement is atomic
+// on both databases (PostgreSQL re-checks the WHERE clause against a row
+// another transaction updated meanwhile), so a concurrent issuance cannot
+// slip an active key in between the check and the write.
+//
+// A stored key that has merely expired does not qualify: comparing times in
+// SQL would depend on how a legacy row stored them, and the caller's general
+// path handles that case.
+func (q *queries) SetUserNATSCredentialIfNothingToRevoke(ctx context.Context, userID int64, c mulchat.NATSCredential) (bool, error) {
+	if c.PublicKey == "" {
+		return false, mulchat.Errorf(mulchat.EINVALID, "NATS public key is required")
+	}
+	if err := checkKeyLen("NATS public key", c.PublicKey); err != nil {
+		return false, err
+	}
+	n, err := q.exec(ctx, errMsgs{fk: "NATS account does not exist"},
+		`UPDATE users SET nats_jwt = $2, nats_seed_hash = $3, nats_public_key = $4, nats_account_id = $5,
+			nats_account_public_key = $6, nats_expires_at = $7, nats_expired_at = $8
+		WHERE id = $1 AND is_active = $9 AND (
+			COALESCE(nats_public_key, '') = ''
+			OR (nats_public_key = $4 AND nats_expired_at IS NULL)
+			OR (nats_public_key <> $4 AND nats_expired_at IS NOT NULL))`,
+		userID, nullString(c.JWT), nullString(c.SeedHash), c.PublicKey, nullID(c.AccountID),
+		nullString(c.AccountPublicKey), c.ExpiresAt, c.ExpiredAt, true)
+	if err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}

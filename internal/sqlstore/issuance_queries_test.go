@@ -1,0 +1,116 @@
+package sqlstore_test
+
+import (
+	"context"
+	"reflect"
+	"testing"
+
+	"github.com/mulchat/mulchat"
+	"github.com/mulchat/mulchat/internal/sqlstore"
+	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+)
+
+func TestUserWithPermissions(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		acc := newAccount(t, db, "chat")
+		bot := newUser(t, db, "bot")
+		plain := newUser(t, db, "plain")
+		mustNil(t, db.UpdateUserNATSCredential(ctx, bot.ID, mulchat.NATSCredential{
+			JWT: "jwt", PublicKey: "UBOT", AccountID: acc.ID, AccountPublicKey: acc.PublicKey,
+			ExpiresAt: ptr(ts("2030-01-02T03:04:05.123456Z"))}))
+		room := newRoom(t, db, "ops", false, bot.ID)
+		p1 := &mulchat.Permission{UserID: bot.ID, Type: mulchat.PermPub, Subject: "metrics.>"}
+		p2 := &mulchat.Permission{UserID: bot.ID, RoomID: room.ID, Type: mulchat.PermBoth, Subject: "ops.*"}
+		mustNil(t, db.CreatePermission(ctx, p1))
+		mustNil(t, db.CreatePermission(ctx, p2))
+
+		for _, tc := range []struct {
+			name string
+			id   int64
+		}{{"with grants", bot.ID}, {"without grants", plain.ID}} {
+			t.Run(tc.name, func(t *testing.T) {
+				u, perms, err := db.UserWithPermissions(ctx, tc.id)
+				mustNil(t, err)
+				wantUser, err := db.UserByID(ctx, tc.id)
+				mustNil(t, err)
+				wantPerms, err := db.ListUserPermissions(ctx, tc.id)
+				mustNil(t, err)
+				if !reflect.DeepEqual(u, wantUser) {
+					t.Fatalf("user = %+v\nwant %+v", u, wantUser)
+				}
+				if !reflect.DeepEqual(perms, wantPerms) {
+					t.Fatalf("grants = %+v\nwant %+v", perms, wantPerms)
+				}
+			})
+		}
+		_, _, err := db.UserWithPermissions(ctx, 999999)
+		wantCode(t, err, mulchat.ENOTFOUND)
+	})
+}
+
+func TestSetUserNATSCredentialIfNothingToRevoke(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		acc := newAccount(t, db, "chat")
+		revokedAt := ptr(ts("2026-01-01T00:00:00Z"))
+		expires := ptr(ts("2030-01-01T00:00:00Z"))
+		newCred := mulchat.NATSCredential{JWT: "new-jwt", PublicKey: "UNEW", AccountID: acc.ID,
+			AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(ts("2031-01-01T00:00:00Z"))}
+		for i, tc := range []struct {
+			name     string
+			inactive bool
+			stored   mulchat.NATSCredential
+			want     bool
+		}{
+			{"no credential", false, mulchat.NATSCredential{}, true},
+			{"legacy JWT without key", false, mulchat.NATSCredential{JWT: "old"}, true},
+			{"same key refreshed", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UNEW", ExpiresAt: expires}, true},
+			{"other key revoked", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UOLD", ExpiredAt: revokedAt}, true},
+			{"other key active", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UOLD", ExpiresAt: expires}, false},
+			{"same key revoked", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UNEW", ExpiredAt: revokedAt}, false},
+			{"user disabled", true, mulchat.NATSCredential{}, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				// Public keys are unique: give each case its own.
+				suffix := string(rune('A' + i))
+				u := newUser(t, db, "user"+suffix)
+				if tc.stored.PublicKey != "" {
+					tc.stored.PublicKey += suffix
+				}
+				newCred := newCred
+				newCred.PublicKey += suffix
+				mustNil(t, db.UpdateUserNATSCredential(ctx, u.ID, tc.stored))
+				if tc.inactive {
+					mustNil(t, db.UpdateUserActive(ctx, u.ID, false))
+				}
+				before, err := db.GetUserNATSCredential(ctx, u.ID)
+				mustNil(t, err)
+				wrote, err := db.SetUserNATSCredentialIfNothingToRevoke(ctx, u.ID, newCred)
+				mustNil(t, err)
+				if wrote != tc.want {
+					t.Fatalf("wrote = %v, want %v", wrote, tc.want)
+				}
+				got, err := db.GetUserNATSCredential(ctx, u.ID)
+				mustNil(t, err)
+				want := before
+				if tc.want {
+					want = newCred
+				}
+				if got.JWT != want.JWT || got.PublicKey != want.PublicKey || got.AccountID != want.AccountID ||
+					!eqTimePtr(got.ExpiresAt, want.ExpiresAt) || !eqTimePtr(got.ExpiredAt, want.ExpiredAt) {
+					t.Fatalf("stored credential = %+v, want %+v", got, want)
+				}
+			})
+		}
+		wrote, err := db.SetUserNATSCredentialIfNothingToRevoke(ctx, 999999, newCred)
+		if err != nil || wrote {
+			t.Fatalf("missing user: wrote %v, err %v", wrote, err)
+		}
+		_, err = db.SetUserNATSCredentialIfNothingToRevoke(ctx, 1, mulchat.NATSCredential{})
+		wantCode(t, err, mulchat.EINVALID)
+		u := newUser(t, db, "fk")
+		_, err = db.SetUserNATSCredentialIfNothingToRevoke(ctx, u.ID, mulchat.NATSCredential{PublicKey: "U1", AccountID: 777})
+		wantCode(t, err, mulchat.EINVALID)
+	})
+}
