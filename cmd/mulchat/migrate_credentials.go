@@ -199,6 +199,7 @@ finished run, rerun, changes nothing. Exits non-zero if any user is unverified.`
 	cmd.Flags().IntVar(&opts.BatchSize, "batch-size", 2000, "users per batch (one transaction each)")
 	cmd.Flags().StringVar(&opts.OnConflict, "on-conflict", "newest", "when users.nats_* already holds a different credential: newest, legacy or fail")
 	cmd.Flags().DurationVar(&opts.LockTimeout, "lock-timeout", 0, "PostgreSQL lock_timeout per statement (default 2s)")
+	cmd.Flags().BoolVar(&opts.KeepSessionColumn, "keep-session-column", false, "do not remove nats_auth_sessions.credential_id yet (on SQLite its removal rebuilds the table under the write lock)")
 	return cmd
 }
 

@@ -223,6 +223,19 @@ func adoptTx(ctx context.Context, tx *sql.Tx, dialect, up string, opts AdoptOpti
 		r.CreatedIndexes = append(r.CreatedIndexes, createIndexRe.FindStringSubmatch(u)[2])
 	}
 
+	// The credential migration reads the legacy table by user id in
+	// batches; the legacy schema has no index for that.
+	if existing[LegacyTable] != nil {
+		if ok, err := indexExists(ctx, tx, dialect, userIndex); err != nil {
+			return err
+		} else if !ok {
+			if _, err := tx.ExecContext(ctx, "CREATE INDEX "+userIndex+" ON "+LegacyTable+" (user_id)"); err != nil {
+				return err
+			}
+			r.CreatedIndexes = append(r.CreatedIndexes, userIndex)
+		}
+	}
+
 	// The few legacy values mulchat could not read as they are.
 	if existing["users"]["is_active"] {
 		// The legacy app treated a NULL is_active as false ("if not

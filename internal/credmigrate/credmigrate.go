@@ -81,6 +81,11 @@ type Options struct {
 	// default password.Hash (argon2id).
 	HashPassword func(string) (string, error)
 	Now          func() time.Time
+	// KeepSessionColumn skips the backup and removal of
+	// nats_auth_sessions.credential_id (a rerun without it does them). On
+	// SQLite the removal rebuilds the table and holds the write lock while it
+	// does (about 20 s per million sessions here): schedule it.
+	KeepSessionColumn bool
 	// BatchHook, when set, runs after each committed copy batch (tests use it
 	// to write concurrently between batches).
 	BatchHook func(ctx context.Context, lastUserID int64) error

@@ -83,6 +83,15 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 	r.OnConflict, r.BatchSize = m.opts.OnConflict, m.opts.BatchSize
 	defer func() { r.FinishedAt = m.opts.Now().UTC() }()
 
+	if !m.opts.DryRun {
+		// Before the pre-check, which reads by user id too.
+		if err := m.requireLayout(ctx, true); err != nil {
+			return r, err
+		}
+		if err := m.timed(r, "prepare", func() error { return m.prepare(ctx) }); err != nil {
+			return r, err
+		}
+	}
 	if err := m.timed(r, "precheck", func() (err error) {
 		r.Precheck, err = m.Precheck(ctx)
 		return err
@@ -101,9 +110,6 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 
 	start, phase := int64(0), phaseCopy
 	if !m.opts.DryRun {
-		if err := m.timed(r, "prepare", func() error { return m.prepare(ctx) }); err != nil {
-			return r, err
-		}
 		if start, phase, err = m.startCheckpoint(ctx); err != nil {
 			return r, err
 		}
@@ -156,6 +162,15 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 		r.note("nats_auth_sessions.credential_id kept: %d users are unverified", v.Unverified)
 		return r, mulchat.WrapError(mulchat.EINVALID, ErrUnverified,
 			fmt.Sprintf("%d users could not be verified; nothing was dropped (see the report's mismatches)", v.Unverified))
+	}
+	if m.opts.KeepSessionColumn {
+		r.note("nats_auth_sessions.credential_id kept (--keep-session-column); a rerun without it backs it up and removes it")
+		if !m.opts.DryRun {
+			if err := m.setPhase(ctx, phaseDone); err != nil {
+				return r, err
+			}
+		}
+		return r, nil
 	}
 	if err := m.timed(r, "drop_session_credential_id", func() (err error) {
 		r.Sessions, err = m.DropSessionCredentialColumn(ctx)
