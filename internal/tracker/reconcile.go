@@ -192,13 +192,14 @@ func (t *Tracker) Reconcile(ctx context.Context) error {
 			LastActivity: c.info.LastActivity.UTC(),
 			ExpiresAt:    jwtExpiry(c.info.JWT),
 		}
-		if _, err := t.open(ctx, s); err != nil {
+		created, err := t.open(ctx, s)
+		if err != nil {
 			if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
 				continue // a service user
 			}
 			return err
 		}
-		if s.ID != 0 {
+		if created {
 			opened++
 			t.m.opened.Inc()
 		}

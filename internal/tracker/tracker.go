@@ -69,6 +69,9 @@ type Tracker struct {
 	sub     *nats.Subscription
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	events  chan *connectEvent
+	done    chan struct{}
+	keys    map[string]*keyUser
 	// gone remembers connections whose disconnect came before their connect
 	// row existed, so a late connect (or reconcile) does not resurrect them.
 	gone map[connKey]time.Time
@@ -101,13 +104,16 @@ func New(cfg Config) (*Tracker, error) {
 		return nil, err
 	}
 	return &Tracker{
-		cfg:   cfg,
-		log:   cfg.Logger.With("component", "tracker"),
-		nc:    cfg.SysConn,
-		store: cfg.Store,
-		now:   cfg.Now,
-		m:     m,
-		gone:  map[connKey]time.Time{},
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "tracker"),
+		nc:     cfg.SysConn,
+		store:  cfg.Store,
+		now:    cfg.Now,
+		m:      m,
+		gone:   map[connKey]time.Time{},
+		keys:   map[string]*keyUser{},
+		events: make(chan *connectEvent, 4096),
+		done:   make(chan struct{}),
 	}, nil
 }
 
@@ -134,6 +140,8 @@ func (t *Tracker) Start(ctx context.Context) error {
 	}
 	_ = sub.SetPendingLimits(-1, -1)
 	t.sub = sub
+	t.wg.Add(1)
+	go t.writer()
 	runCtx, cancel := context.WithCancel(context.Background())
 	t.cancel = cancel
 	t.mu.Unlock()
@@ -174,6 +182,7 @@ func (t *Tracker) Close() error {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	close(t.done)
 	t.wg.Wait()
 	return err
 }
@@ -237,19 +246,228 @@ const (
 	disconnectEventType = "io.nats.server.advisory.v1.client_disconnect"
 )
 
+// handleEvent runs on the subscription's goroutine; it only decodes and
+// queues, so events are written in order by one writer.
 func (t *Tracker) handleEvent(msg *nats.Msg) {
 	var ev connectEvent
 	if err := json.Unmarshal(msg.Data, &ev); err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	switch ev.Type {
-	case connectEventType:
-		t.onConnect(ctx, &ev)
-	case disconnectEventType:
-		t.onDisconnect(ctx, &ev)
+	if ev.Type != connectEventType && ev.Type != disconnectEventType {
+		return
 	}
+	select {
+	case t.events <- &ev:
+	case <-t.done:
+	}
+}
+
+// maxBatch bounds how many events one transaction writes.
+const maxBatch = 256
+
+// writer writes queued events in batches: whatever has arrived while the
+// previous batch was written goes into one transaction, which on SQLite is
+// one commit instead of one per connection.
+func (t *Tracker) writer() {
+	defer t.wg.Done()
+	for {
+		var ev *connectEvent
+		select {
+		case ev = <-t.events:
+		case <-t.done:
+			// Write what was queued before Close, then stop.
+			select {
+			case ev = <-t.events:
+			default:
+				return
+			}
+		}
+		batch := []*connectEvent{ev}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case e := <-t.events:
+				batch = append(batch, e)
+			default:
+				break more
+			}
+		}
+		t.writeBatch(batch)
+	}
+}
+
+type presenceNote struct {
+	userID int64
+	online bool
+}
+
+func (t *Tracker) writeBatch(batch []*connectEvent) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Resolve keys to users outside the transaction (cached).
+	users := map[string]*keyUser{}
+	for _, ev := range batch {
+		if ev.Type == connectEventType && ev.Client.User != "" {
+			if _, ok := users[ev.Client.User]; !ok {
+				users[ev.Client.User] = t.userByKey(ctx, ev.Client.User)
+			}
+		}
+	}
+	var notes []presenceNote
+	var opened, closed int
+	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
+		notes, opened, closed = nil, 0, 0
+		for _, ev := range batch {
+			switch ev.Type {
+			case connectEventType:
+				ku := users[ev.Client.User]
+				if ku == nil || ev.Server.ID == "" {
+					continue
+				}
+				k := connKey{ev.Server.ID, ev.Client.ID}
+				t.mu.Lock()
+				_, gone := t.gone[k]
+				t.mu.Unlock()
+				if gone {
+					continue
+				}
+				s := sessionFromEvent(ev, ku)
+				created, first, err := openTx(ctx, q, s)
+				if err != nil {
+					return err
+				}
+				if created {
+					opened++
+				}
+				if first {
+					notes = append(notes, presenceNote{s.UserID, true})
+				}
+			case disconnectEventType:
+				if ev.Server.ID == "" {
+					continue
+				}
+				at := t.now().UTC()
+				if !ev.Time.IsZero() {
+					at = ev.Time.UTC()
+				}
+				reason := ev.Reason
+				if reason == "" {
+					reason = "disconnected"
+				}
+				err := q.CloseAuthSession(ctx, ev.Server.ID, ev.Client.ID, at, reason)
+				if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
+					// A service user, or a disconnect that overtook its
+					// connect (handled by another instance).
+					if ev.Client.User != "" {
+						t.rememberGone(connKey{ev.Server.ID, ev.Client.ID})
+					}
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				closed++
+				if t.cfg.Presence != nil {
+					if ku := t.userByKey(ctx, ev.Client.User); ku != nil {
+						active, err := q.ListUserAuthSessions(ctx, ku.id, true)
+						if err != nil {
+							return err
+						}
+						if len(active) == 0 {
+							notes = append(notes, presenceNote{ku.id, false})
+						}
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.log.Warn("writing session events failed; the next reconcile repairs the table", "events", len(batch), "err", err)
+		return
+	}
+	t.m.opened.Add(float64(opened))
+	t.m.closed.WithLabelValues("event").Add(float64(closed))
+	if t.cfg.Presence == nil {
+		return
+	}
+	for _, n := range notes {
+		if err := t.cfg.Presence.PresenceChanged(ctx, n.userID, n.online); err != nil {
+			t.log.Warn("presence notice failed", "user_id", n.userID, "err", err)
+		}
+	}
+}
+
+func sessionFromEvent(ev *connectEvent, ku *keyUser) *mulchat.AuthSession {
+	created := time.Now().UTC()
+	if ev.Client.Start != nil {
+		created = ev.Client.Start.UTC()
+	}
+	exp := jwtExpiry(ev.Client.JWT)
+	if exp == nil {
+		exp = ku.expiresAt
+	}
+	return &mulchat.AuthSession{
+		UserID:    ku.id,
+		ClientID:  fmt.Sprintf("%s/%d", ev.Server.ID, ev.Client.ID),
+		IPAddress: ev.Client.Host,
+		UserAgent: userAgent(ev.Client.Name, ev.Client.Lang, ev.Client.Version),
+		PublicKey: ev.Client.User,
+		ServerID:  ev.Server.ID,
+		CID:       ev.Client.ID,
+		CreatedAt: created,
+		ExpiresAt: exp,
+	}
+}
+
+// keyUser is the user a NATS public key belongs to.
+type keyUser struct {
+	id        int64
+	expiresAt *time.Time
+	cached    time.Time
+}
+
+// keyCacheTTL bounds how long a key→user answer (or "no user": a service
+// key) is reused. Keys move between users never; a user's key changes only
+// with a new credential, whose connections carry the new key.
+const keyCacheTTL = time.Minute
+
+// userByKey returns the user of a public key, nil for a key that is no
+// user's (mulchat's own services) or on a lookup error.
+func (t *Tracker) userByKey(ctx context.Context, key string) *keyUser {
+	if key == "" {
+		return nil
+	}
+	now := t.now()
+	t.mu.Lock()
+	ku, ok := t.keys[key]
+	t.mu.Unlock()
+	if ok && now.Sub(ku.cached) < keyCacheTTL {
+		if ku.id == 0 {
+			return nil
+		}
+		return ku
+	}
+	u, err := t.store.UserByNATSPublicKey(ctx, key)
+	switch {
+	case err == nil:
+		ku = &keyUser{id: u.ID, expiresAt: u.NATS.ExpiresAt, cached: now}
+	case mulchat.ErrorCode(err) == mulchat.ENOTFOUND:
+		ku = &keyUser{cached: now}
+	default:
+		t.log.Warn("looking up a session's user failed", "err", err)
+		return nil
+	}
+	t.mu.Lock()
+	if len(t.keys) > 100_000 {
+		t.keys = map[string]*keyUser{}
+	}
+	t.keys[key] = ku
+	t.mu.Unlock()
+	if ku.id == 0 {
+		return nil
+	}
+	return ku
 }
 
 // userAgent is what nats_auth_sessions.user_agent holds: the client's name,
@@ -326,80 +544,41 @@ func (t *Tracker) onConnect(ctx context.Context, ev *connectEvent) {
 	}
 }
 
-// open writes an active session row for a live connection unless one exists.
-// It reports whether this is the user's only active session (for presence).
-// ENOTFOUND means the key is no mulchat user's (a service user).
-func (t *Tracker) open(ctx context.Context, s *mulchat.AuthSession) (first bool, err error) {
-	u, err := t.store.UserByNATSPublicKey(ctx, s.PublicKey)
-	if err != nil {
-		return false, err
+// open writes an active session row for a live connection unless one
+// exists (reconcile). ENOTFOUND means the key is no mulchat user's.
+func (t *Tracker) open(ctx context.Context, s *mulchat.AuthSession) (created bool, err error) {
+	ku := t.userByKey(ctx, s.PublicKey)
+	if ku == nil {
+		return false, mulchat.Errorf(mulchat.ENOTFOUND, "no user has this key")
 	}
-	s.UserID = u.ID
+	s.UserID = ku.id
 	if s.ExpiresAt == nil {
-		s.ExpiresAt = u.NATS.ExpiresAt
+		s.ExpiresAt = ku.expiresAt
 	}
 	err = t.store.InTx(ctx, func(q mulchat.Queries) error {
-		active, err := q.ListUserAuthSessions(ctx, u.ID, true)
-		if err != nil {
-			return err
-		}
-		for _, a := range active {
-			if a.ServerID == s.ServerID && a.CID == s.CID {
-				*s = *a
-				s.ID = 0 // tells the caller nothing was created
-				return nil
-			}
-		}
-		first = len(active) == 0
-		return q.CreateAuthSession(ctx, s)
+		created, _, err = openTx(ctx, q, s)
+		return err
 	})
-	return first, err
+	return created, err
 }
 
-func (t *Tracker) onDisconnect(ctx context.Context, ev *connectEvent) {
-	if ev.Server.ID == "" {
-		return
-	}
-	at := t.now().UTC()
-	if !ev.Time.IsZero() {
-		at = ev.Time.UTC()
-	}
-	reason := ev.Reason
-	if reason == "" {
-		reason = "disconnected"
-	}
-	err := t.store.CloseAuthSession(ctx, ev.Server.ID, ev.Client.ID, at, reason)
-	switch {
-	case mulchat.ErrorCode(err) == mulchat.ENOTFOUND:
-		// A service user, or a disconnect that overtook its connect.
-		if ev.Client.User != "" {
-			t.rememberGone(connKey{ev.Server.ID, ev.Client.ID})
-		}
-		return
-	case err != nil:
-		t.log.Warn("close session failed", "server_id", ev.Server.ID, "cid", ev.Client.ID, "err", err)
-		return
-	}
-	t.m.closed.WithLabelValues("event").Inc()
-	t.maybeOffline(ctx, ev.Client.User)
-}
-
-// maybeOffline tells Presence when the key's user has no active session left.
-func (t *Tracker) maybeOffline(ctx context.Context, publicKey string) {
-	if t.cfg.Presence == nil || publicKey == "" {
-		return
-	}
-	u, err := t.store.UserByNATSPublicKey(ctx, publicKey)
+// openTx creates s unless its connection already has an active row, and
+// reports whether it was created and whether it is the user's only active
+// session.
+func openTx(ctx context.Context, q mulchat.Queries, s *mulchat.AuthSession) (created, first bool, err error) {
+	active, err := q.ListUserAuthSessions(ctx, s.UserID, true)
 	if err != nil {
-		return
+		return false, false, err
 	}
-	active, err := t.store.ListUserAuthSessions(ctx, u.ID, true)
-	if err != nil || len(active) > 0 {
-		return
+	for _, a := range active {
+		if a.ServerID == s.ServerID && a.CID == s.CID {
+			return false, false, nil
+		}
 	}
-	if err := t.cfg.Presence.PresenceChanged(ctx, u.ID, false); err != nil {
-		t.log.Warn("presence notice failed", "user_id", u.ID, "err", err)
+	if err := q.CreateAuthSession(ctx, s); err != nil {
+		return false, false, err
 	}
+	return true, len(active) == 0, nil
 }
 
 func (t *Tracker) rememberGone(k connKey) {
