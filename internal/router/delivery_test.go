@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/router/rttest"
 	"github.com/mulchat/mulchat/internal/sqlstore"
@@ -124,8 +126,10 @@ func TestCrashSafety(t *testing.T) {
 func TestTwoInstances(t *testing.T) {
 	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
 		st := rttest.NewStack(t, db)
-		a := startRouter(t, st, nil)
-		b := startRouter(t, st, nil)
+		// One registry for both, as two routers in one process would share.
+		reg := prometheus.NewRegistry()
+		a := startRouter(t, st, func(c *Config) { c.Registerer = reg })
+		b := startRouter(t, st, func(c *Config) { c.Registerer = reg })
 		alice, bob, carol := st.NewUser(t, "alice", 0), st.NewUser(t, "bob", 0), st.NewUser(t, "carol", 0)
 		room := st.NewRoom(t, "twins", alice, bob)
 		ca, cb := connectClient(t, st, alice), connectClient(t, st, bob)

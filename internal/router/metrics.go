@@ -41,13 +41,39 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.sends, m.sendLatency, m.delivered, m.deliveries, m.history} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, err
-			}
-		}
+	// A second instance in the same process (tests, several routers on one
+	// registry) shares the first one's collectors.
+	if err := register(reg, &m.sends); err != nil {
+		return nil, err
+	}
+	if err := register(reg, &m.sendLatency); err != nil {
+		return nil, err
+	}
+	if err := register(reg, &m.delivered); err != nil {
+		return nil, err
+	}
+	if err := register(reg, &m.deliveries); err != nil {
+		return nil, err
+	}
+	if err := register(reg, &m.history); err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+// register registers *c, or replaces it with the collector already
+// registered under the same name.
+func register[C prometheus.Collector](reg prometheus.Registerer, c *C) error {
+	if err := reg.Register(*c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return err
+		}
+		existing, ok := are.ExistingCollector.(C)
+		if !ok {
+			return err
+		}
+		*c = existing
+	}
+	return nil
 }
