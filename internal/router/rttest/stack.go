@@ -1,3 +1,8 @@
+// Package rttest starts mulchat's real-time stack for tests: a migrated
+// store, the authority and the embedded nats-server (operator mode, full
+// resolver, JetStream) it configures, with helpers to create users with
+// credentials, rooms, and connections. The router and tracker tests start
+// their services on top of it.
 package rttest
 
 import (
