@@ -317,6 +317,7 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 	var opened, closed int
 	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
 		notes, opened, closed = nil, 0, 0
+		active := map[int64][]*mulchat.AuthSession{}
 		for _, ev := range batch {
 			switch ev.Type {
 			case connectEventType:
@@ -332,10 +333,23 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 					continue
 				}
 				s := sessionFromEvent(ev, ku)
-				created, first, err := openTx(ctx, q, s)
+				// One listing per user and batch, kept current as rows
+				// are added, instead of one per connection.
+				act, ok := active[s.UserID]
+				if !ok {
+					var err error
+					if act, err = q.ListUserAuthSessions(ctx, s.UserID, true); err != nil {
+						return err
+					}
+				}
+				created, first, err := openWith(ctx, q, s, act)
 				if err != nil {
 					return err
 				}
+				if created {
+					act = append(act, s)
+				}
+				active[s.UserID] = act
 				if created {
 					opened++
 				}
@@ -355,6 +369,9 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 					reason = "disconnected"
 				}
 				err := q.CloseAuthSession(ctx, ev.Server.ID, ev.Client.ID, at, reason)
+				if ku := t.userByKey(ctx, ev.Client.User); ku != nil {
+					delete(active, ku.id) // listed again if needed
+				}
 				if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
 					// A service user, or a disconnect that overtook its
 					// connect (handled by another instance).
@@ -570,6 +587,11 @@ func openTx(ctx context.Context, q mulchat.Queries, s *mulchat.AuthSession) (cre
 	if err != nil {
 		return false, false, err
 	}
+	return openWith(ctx, q, s, active)
+}
+
+// openWith is openTx with the user's active sessions already listed.
+func openWith(ctx context.Context, q mulchat.Queries, s *mulchat.AuthSession, active []*mulchat.AuthSession) (created, first bool, err error) {
 	for _, a := range active {
 		if a.ServerID == s.ServerID && a.CID == s.CID {
 			return false, false, nil
