@@ -325,6 +325,9 @@ try {
   await connected(a);
   await a.waitForSelector(`#room-title:text-is("#${room}")`, { timeout: TIMEOUT });
   await waitText(a, "are you there?");
+  // Alice's page reconnected: bob, who shares the room, is told she is
+  // online (presence events from the tracker through the router).
+  await b.waitForSelector("#online-count:text-is('2 online')", { timeout: TIMEOUT });
   const afterReload = await messageTexts(a);
   check(afterReload.length === Math.min(50, before.length), `reload shows the newest page (${afterReload.length} of ${before.length})`);
   check(afterReload.at(-1) === before.at(-1), "reload shows the latest message last");

@@ -269,8 +269,14 @@ function renderShell() {
 }
 
 function setConn(s) {
+  const changed = state.conn !== s;
   state.conn = s;
   if (!els.conn) return;
+  if (changed) {
+    // Our own presence counts in the rooms' online numbers.
+    renderSidebar();
+    renderRoomHeader();
+  }
   const labels = {
     connecting: "Connecting…",
     connected: "Connected",
@@ -407,6 +413,7 @@ async function joinRoom(id) {
     renderRoomHeader();
     renderComposer();
     const conv = getConv(id);
+    refreshMembers(id);
     if (!conv.loaded) await loadNewest(conv);
   } catch (e) {
     showError(friendlyError(e));
@@ -465,6 +472,7 @@ function openRoom(id) {
   // History is for members; a public room shows its Join button first.
   if (!conv.loaded && isMember(room)) loadNewest(conv);
   else readUpTo(conv);
+  if (isMember(room) && !state.members.has(id)) refreshMembers(id);
   refreshPresence(id);
   const input = document.getElementById("composer-input");
   if (input && !matchMedia("(pointer: coarse)").matches) input.focus();
@@ -918,22 +926,17 @@ function onMembership(ev) {
   }
   clearTimeout(roomsTimer);
   roomsTimer = setTimeout(() => loadRooms().catch(() => {}), 200);
-  if (isMember(state.rooms.get(roomID)) && !(userID === state.user.id && ev.change !== "joined")) {
-    loadMembers(roomID).then(() => {
-      renderSidebar();
-      if (roomID === state.openRoom) renderRoomHeader();
-    });
-  }
+  if (isMember(state.rooms.get(roomID)) && !(userID === state.user.id && ev.change !== "joined")) refreshMembers(roomID);
   if (state.panel === "members" && roomID === state.openRoom) fillMembers(true);
 }
 
-// onlineCount is how many members of a room are known to be online (0 when
-// the members or presence are not known).
+// onlineCount is how many members of a room are known to be online, this
+// page's user included while connected (0 when the members are not known).
 function onlineCount(roomID) {
   const members = state.members.get(roomID);
   if (!members) return 0;
   let n = 0;
-  for (const m of members) if (state.online.has(m.user_id)) n++;
+  for (const m of members) if (state.online.has(m.user_id) || (m.user_id === state.user.id && state.conn === "connected")) n++;
   return n;
 }
 
@@ -970,6 +973,14 @@ async function loadMembers(roomID) {
     state.members.delete(roomID);
   }
   return state.members.get(roomID);
+}
+
+// refreshMembers reloads a room's members and the counts that use them.
+async function refreshMembers(roomID) {
+  await loadMembers(roomID);
+  renderSidebar();
+  if (roomID === state.openRoom) renderRoomHeader();
+  if (roomID === state.openRoom) fillMembers(false);
 }
 
 // refreshPresence asks the router who in a room is online
