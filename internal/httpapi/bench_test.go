@@ -174,3 +174,72 @@ func BenchmarkMeHTTP(b *testing.B) {
 		}
 	})
 }
+
+// The paired benchmarks below time the end-to-end operation and its raw
+// baseline alternately in the same loop, so both see the same machine load;
+// on a shared machine that makes their ratio (reported as pct_of_raw, the
+// end-to-end rate as a percentage of the raw rate) far steadier than two
+// separate benchmarks.
+
+// BenchmarkPairIssueVsEncode: one HTTP issuance (client key) and one raw
+// UserClaims.Encode per iteration.
+func BenchmarkPairIssueVsEncode(b *testing.B) {
+	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
+		e := newEnvWithLogger(b, db, nil, noLimit)
+		token, _ := e.register(b, "alice")
+		kp, _ := nkeys.CreateUser()
+		pub, _ := kp.PublicKey()
+		body := map[string]any{"public_key": pub}
+		signer, _ := nkeys.CreateAccount()
+		var issue, raw time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if r := e.do(b, "POST", "/api/v1/me/credentials", token, body); r.status != 201 {
+				b.Fatalf("issue: %d %s", r.status, r.raw)
+			}
+			t1 := time.Now()
+			uc := jwt.NewUserClaims(pub)
+			uc.Expires = t1.Add(24 * time.Hour).Unix()
+			uc.Pub.Allow.Add("chat.send.*.1", "chat.api.1.>")
+			uc.Sub.Allow.Add("chat.user.1.>", "_INBOX.1.>")
+			if _, err := uc.Encode(signer); err != nil {
+				b.Fatal(err)
+			}
+			issue += t1.Sub(t0)
+			raw += time.Since(t1)
+		}
+		reportPair(b, "issue", issue, "encode", raw)
+	})
+}
+
+// BenchmarkPairLoginVsArgon2id: one HTTP login and one argon2id hash at the
+// chosen parameters per iteration.
+func BenchmarkPairLoginVsArgon2id(b *testing.B) {
+	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
+		e := newEnvWithLogger(b, db, nil, noLimit)
+		e.register(b, "alice")
+		body := map[string]any{"username": "alice", "password": testPassword}
+		var login, hash time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if r := e.do(b, "POST", "/api/v1/login", "", body); r.status != 200 {
+				b.Fatalf("login: %d %s", r.status, r.raw)
+			}
+			t1 := time.Now()
+			if _, err := password.Hash(testPassword); err != nil {
+				b.Fatal(err)
+			}
+			login += t1.Sub(t0)
+			hash += time.Since(t1)
+		}
+		reportPair(b, "login", login, "argon2id", hash)
+	})
+}
+
+func reportPair(b *testing.B, name string, d time.Duration, rawName string, raw time.Duration) {
+	n := float64(b.N)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(n/d.Seconds(), name+"/s")
+	b.ReportMetric(n/raw.Seconds(), rawName+"/s")
+	b.ReportMetric(100*raw.Seconds()/d.Seconds(), "pct_of_raw")
+}
