@@ -281,11 +281,30 @@ try {
   await shot(a, "04-alice-members");
   await a.click("#members-button");
 
-  step = "sessions";
+  step = "sessions: this device, and signing out another";
+  // A duplicated tab carries the tab's sessionStorage, so it connects with
+  // the same key: a second session of alice's.
+  const saved = await a.evaluate(() => sessionStorage.getItem("mulchat.session"));
+  const a2 = await ctxA.newPage();
+  pages.push(a2);
+  watch(a2, "alice-tab-2");
+  await a2.addInitScript((v) => {
+    if (!sessionStorage.getItem("mulchat.session")) sessionStorage.setItem("mulchat.session", v);
+  }, saved);
+  await a2.goto(BASE + "/");
+  await connected(a2);
   await a.click("#sessions-button");
-  await a.waitForSelector("#sessions-list li", { timeout: TIMEOUT });
-  result.sessions_listed = await a.$$eval("#sessions-list li[data-session]", (e) => e.length);
+  await a.waitForSelector("#sessions-list .device:text-matches('this device$')", { timeout: TIMEOUT });
+  await a.waitForFunction(() => document.querySelectorAll("#sessions-list li[data-session]").length === 2, null, { timeout: TIMEOUT });
   await shot(a, "05-alice-sessions");
+  const other = await a.$eval("#sessions-list li[data-session]:has(button.danger)", (li) => li.dataset.session);
+  await a.click(`#sessions-list li[data-session="${other}"] button.danger`);
+  // The other tab is disconnected; its key is still valid, so it comes back
+  // as a new session.
+  await a2.waitForSelector('#conn-status:not([data-state="connected"])', { timeout: TIMEOUT });
+  await connected(a2);
+  await a.waitForSelector(`#sessions-list li[data-session="${other}"]`, { state: "detached", timeout: TIMEOUT });
+  await a2.close();
   await a.click("#sessions-button");
 
   if (MODE === "bench") {

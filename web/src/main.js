@@ -1216,6 +1216,9 @@ async function renderSessions() {
                     try {
                       await state.api.kickSession(s.id);
                       renderSessions();
+                      // The tracker records the disconnect (and any
+                      // reconnect) a moment later.
+                      setTimeout(() => state.panel === "sessions" && renderSessions(), 1500);
                     } catch (e) {
                       ev.target.disabled = false;
                       showError(friendlyError(e));
