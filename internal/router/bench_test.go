@@ -136,7 +136,7 @@ func benchRouter(b *testing.B, rooms, members int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := sendWindowed(br.conns[0], br.room.ID, br.members[0].ID, n); err != nil {
+			if err := sendWindowed(br.conns[0], br.room.ID, br.members[0].ID, n, max(8, window/rooms)); err != nil {
 				failed.Add(1)
 				b.Error(err)
 			}
@@ -175,8 +175,9 @@ func sentTime(data []byte) (int64, bool) {
 }
 
 // sendWindowed sends n messages from one user with up to window requests in
-// flight, each text being the send time in Unix nanoseconds.
-func sendWindowed(nc *nats.Conn, roomID, userID int64, n int) error {
+// flight (the benchmarks keep about 64 in flight in all, split over the
+// rooms' senders), each text being the send time in Unix nanoseconds.
+func sendWindowed(nc *nats.Conn, roomID, userID int64, n, window int) error {
 	if n == 0 {
 		return nil
 	}
@@ -391,7 +392,7 @@ func BenchmarkRawJetStreamPublishAsync(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		if _, err := js.PublishAsync("raw.1", []byte(`{"text":"hello"}`)); err != nil {
+		if _, err := js.PublishAsync("raw.1", []byte(`{"text":"hello"}`), jetstream.WithStallWait(10*time.Second)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -121,7 +121,9 @@ func (r *Router) prepareAndPublish(ctx context.Context, req *sendReq) (*pendingS
 	}
 	out := nats.NewMsg(mulchat.RoomSubject(req.roomID))
 	out.Data = data
-	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(StreamName)}
+	// When too many stores are outstanding the worker waits (backpressure)
+	// rather than failing the send after nats.go's default 200 ms.
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(StreamName), jetstream.WithStallWait(5 * time.Second)}
 	if body.ClientMsgID != "" {
 		// The user id scopes the id, so users cannot collide with each other.
 		opts = append(opts, jetstream.WithMsgID(strconv.FormatInt(req.userID, 10)+":"+body.ClientMsgID))
