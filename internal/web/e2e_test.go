@@ -145,6 +145,7 @@ type e2eResult struct {
 	Problems        []string        `json:"problems"`
 	SignedOutNotice string          `json:"signed_out_notice"`
 	BrowserLatency  json.RawMessage `json:"browser_latency"`
+	TimingsMS       map[string]int  `json:"timings_ms"`
 }
 
 // runScript runs web/e2e/chat.e2e.mjs against m and serves its requests
@@ -246,6 +247,7 @@ func TestBrowserChat(t *testing.T) {
 				t.Fatalf("browser scenario failed at %q: %s\nproblems: %v", res.Step, res.Error, res.Problems)
 			}
 			t.Logf("signed-out notice: %q", res.SignedOutNotice)
+			t.Logf("step timings (ms): %v", res.TimingsMS)
 		})
 	}
 }
