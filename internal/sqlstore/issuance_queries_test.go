@@ -53,6 +53,7 @@ func TestSetUserNATSCredentialIfNothingToRevoke(t *testing.T) {
 	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
 		acc := newAccount(t, db, "chat")
+		legacy := newAccount(t, db, "legacy")
 		revokedAt := ptr(ts("2026-01-01T00:00:00Z"))
 		expires := ptr(ts("2030-01-01T00:00:00Z"))
 		newCred := mulchat.NATSCredential{JWT: "new-jwt", PublicKey: "UNEW", AccountID: acc.ID,
@@ -66,6 +67,12 @@ func TestSetUserNATSCredentialIfNothingToRevoke(t *testing.T) {
 			{"no credential", false, mulchat.NATSCredential{}, true},
 			{"legacy JWT without key", false, mulchat.NATSCredential{JWT: "old"}, true},
 			{"same key refreshed", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UNEW", ExpiresAt: expires}, true},
+			{"same key refreshed in its account", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UNEW",
+				AccountID: acc.ID, AccountPublicKey: acc.PublicKey, ExpiresAt: expires}, true},
+			{"same key moved from another account", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UNEW",
+				AccountID: legacy.ID, AccountPublicKey: legacy.PublicKey, ExpiresAt: expires}, true},
+			{"same key revoked in its account", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UNEW",
+				AccountID: acc.ID, ExpiredAt: revokedAt}, false},
 			{"other key revoked", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UOLD", ExpiredAt: revokedAt}, true},
 			{"other key active", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UOLD", ExpiresAt: expires}, false},
 			{"same key revoked", false, mulchat.NATSCredential{JWT: "old", PublicKey: "UNEW", ExpiredAt: revokedAt}, false},
