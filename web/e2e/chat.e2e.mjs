@@ -286,7 +286,8 @@ try {
   await a.click("#add-member-form button[type=submit]");
   await a.waitForSelector("#panel .form-error:text-is('user not found')", { timeout: TIMEOUT });
   await shot(a, "04-alice-members");
-  await a.click("#members-button");
+  await a.keyboard.press("Escape"); // closes the panel
+  await a.waitForSelector("#panel", { state: "hidden", timeout: TIMEOUT });
 
   setStep("sessions: this device, and signing out another");
   // A duplicated tab carries the tab's sessionStorage, so it connects with

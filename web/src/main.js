@@ -867,6 +867,18 @@ function readLatest(conv) {
     renderSidebar();
   }
 }
+// Escape closes the open panel, or on a phone goes back to the room list.
+document.addEventListener("keydown", (ev) => {
+  if (ev.key !== "Escape" || !state.user || ev.defaultPrevented) return;
+  if (state.panel) {
+    togglePanel(state.panel);
+    ev.preventDefault();
+  } else if (state.openRoom && matchMedia("(max-width: 700px)").matches) {
+    closeRoom();
+    ev.preventDefault();
+  }
+});
+
 document.addEventListener("visibilitychange", () => {
   if (state.openRoom) readUpTo(getConv(state.openRoom));
 });
