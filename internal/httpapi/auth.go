@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -55,28 +56,34 @@ func (s *Server) authenticate(r *http.Request) (*session, error) {
 	if _, err := base64.RawURLEncoding.DecodeString(tok); err != nil {
 		return nil, unauthorized
 	}
-	ctx := r.Context()
-	t, err := s.store.APITokenByHash(ctx, hashToken(tok))
+	t, u, err := s.tokenWithUser(r.Context(), hashToken(tok))
 	if err != nil {
 		if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
 			return nil, unauthorized
 		}
 		return nil, err
 	}
-	if t.RevokedAt != nil || !s.now().Before(t.ExpiresAt) {
-		return nil, unauthorized
-	}
-	u, err := s.store.UserByID(ctx, t.UserID)
-	if err != nil {
-		if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
-			return nil, unauthorized
-		}
-		return nil, err
-	}
-	if !u.IsActive {
+	if t.RevokedAt != nil || !s.now().Before(t.ExpiresAt) || !u.IsActive {
 		return nil, unauthorized
 	}
 	return &session{user: u, token: t}, nil
+}
+
+// tokenWithUser reads a token and its user, in one statement when the store
+// can (every authenticated request pays for it).
+func (s *Server) tokenWithUser(ctx context.Context, tokenHash string) (*mulchat.APIToken, *mulchat.User, error) {
+	if r, ok := s.store.(mulchat.APITokenUserReader); ok {
+		return r.APITokenWithUser(ctx, tokenHash)
+	}
+	t, err := s.store.APITokenByHash(ctx, tokenHash)
+	if err != nil {
+		return nil, nil, err
+	}
+	u, err := s.store.UserByID(ctx, t.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, u, nil
 }
 
 // newToken returns a fresh opaque token (32 random bytes, base64url) and the
