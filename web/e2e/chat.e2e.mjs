@@ -383,7 +383,7 @@ try {
   const c = await ctxC.newPage();
   pages.push(c);
   watch(c, "carol");
-  await register(c, carol, false);
+  await register(c, carol, true);
   await c.waitForSelector(`#public-rooms .room-name:text-is("#${room}")`, { timeout: TIMEOUT });
   await openRoom(c, room);
   await c.click("#join-button");
@@ -473,13 +473,20 @@ try {
   await sendAndConfirm(d, "still here after renewal");
   await waitText(c, "still here after renewal");
 
-  setStep("carol leaves the room and logs out");
+  setStep("carol leaves the room; her login token ends elsewhere");
   await c.click("#leave-button"); // the confirm() is accepted by watch()
   await c.waitForSelector(`#public-rooms .room-name:text-is("#${room}")`, { timeout: TIMEOUT });
   check((await c.$$(`#my-rooms .room-name:text-is("#${room}")`)).length === 0, "the room left My rooms");
-  await c.click("#logout-button");
-  await c.waitForSelector("#signed-out:text-is('You have logged out.')", { timeout: TIMEOUT });
-  check((await c.evaluate(() => sessionStorage.length)) === 0, "nothing left in sessionStorage after logout");
+  const carolToken = await c.evaluate(() => JSON.parse(sessionStorage.getItem("mulchat.session")).token);
+  const out = await fetch(BASE + "/api/v1/logout", { method: "POST", headers: { Authorization: "Bearer " + carolToken } });
+  check(out.status === 204, `logout of carol's token: ${out.status}`);
+  await c.click("#refresh-rooms"); // any API call now answers 401
+  await c.waitForSelector("#signed-out:text-is('Your session has ended. Please log in again.')", { timeout: TIMEOUT });
+  check((await c.evaluate(() => sessionStorage.length)) === 0, "nothing left in sessionStorage after being signed out");
+
+  setStep("alice logs out");
+  await d.click("#logout-button");
+  await d.waitForSelector("#signed-out:text-is('You have logged out.')", { timeout: TIMEOUT });
 
   setStep("no problems");
   check(problems.length === 0, "problems:\n  " + problems.join("\n  "));
