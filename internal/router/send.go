@@ -122,8 +122,10 @@ func (r *Router) prepareAndPublish(ctx context.Context, req *sendReq) (*pendingS
 	out := nats.NewMsg(mulchat.RoomSubject(req.roomID))
 	out.Data = data
 	// When too many stores are outstanding the worker waits (backpressure)
-	// rather than failing the send after nats.go's default 200 ms.
-	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(StreamName), jetstream.WithStallWait(5 * time.Second)}
+	// rather than failing the send after nats.go's default 200 ms. No
+	// Nats-Expected-Stream header: chat.room.> belongs to CHAT by the stream's
+	// own subjects, and the header costs a parse per message on both sides.
+	opts := []jetstream.PublishOpt{jetstream.WithStallWait(5 * time.Second)}
 	if body.ClientMsgID != "" {
 		// The user id scopes the id, so users cannot collide with each other.
 		opts = append(opts, jetstream.WithMsgID(strconv.FormatInt(req.userID, 10)+":"+body.ClientMsgID))
