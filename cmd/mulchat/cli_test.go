@@ -216,6 +216,13 @@ func TestCredsIssueAgainstRunningServer(t *testing.T) {
 		t.Fatal("refused issue changed the file")
 	}
 
+	// An unwritable output path fails before the credential is replaced:
+	// the file issued above stays the user's current credential.
+	c.fails("cannot create", "", "creds", "issue", "alice", "-o", filepath.Join(t.TempDir(), "missing", "x.creds"))
+	if r := c.ok("", "creds", "verify", file).stdout; !strings.Contains(r, "current: true") {
+		t.Fatalf("a failed issue replaced the credential: %s", r)
+	}
+
 	// Tampered and truncated files are clear errors.
 	tampered := filepath.Join(t.TempDir(), "tampered.creds")
 	// Flip one character of the JWT's signature.
@@ -297,6 +304,16 @@ func TestServerConfig(t *testing.T) {
 	}
 	if strings.Contains(out, "SO") && strings.Contains(out, "SA") && strings.Contains(out, "SEED") {
 		t.Fatal("server-config holds a seed")
+	}
+	file := filepath.Join(t.TempDir(), "nats.conf")
+	c.ok("", "nats", "server-config", "-o", file)
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("server-config file: %v %v", fi, err)
+	}
+	c.fails("exists; use --force", "", "nats", "server-config", "-o", file)
+	c.ok("", "nats", "server-config", "-o", file, "--force", "--port", "4333")
+	if b, _ := os.ReadFile(file); !strings.Contains(string(b), "4333") {
+		t.Fatal("--force did not replace the file")
 	}
 }
 

@@ -36,21 +36,26 @@ without --force.`,
 			if out == "" {
 				return mulchat.Errorf(mulchat.EINVALID, "-o FILE is required (\"-\" for stdout)")
 			}
-			if out != "-" && !force {
-				if _, err := os.Lstat(out); err == nil {
-					return mulchat.Errorf(mulchat.ECONFLICT, "%s exists; use --force to overwrite it", out)
-				}
-			}
 			return withAuthority(cmd, g, func(ctx context.Context, a *authority.Authority, u *mulchat.User) error {
+				// Create the file first: a path that cannot be written must
+				// fail before the user's current credential is replaced.
+				var sf *secretFile
+				if out != "-" {
+					var err error
+					if sf, err = createSecretFile(out, force); err != nil {
+						return err
+					}
+					defer sf.abort()
+				}
 				c, err := a.IssueUserCredential(ctx, u.ID, "", ttl)
 				if err != nil {
 					return err
 				}
-				if out == "-" {
+				if sf == nil {
 					_, err = cmd.OutOrStdout().Write(c.Creds)
 					return err
 				}
-				if err := writeSecretFile(out, c.Creds, force); err != nil {
+				if err := sf.commit(c.Creds); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s for %s (public key %s, expires %s)\n",
@@ -174,46 +179,68 @@ func connectPusher(cmd *cobra.Command, g *globals, a *authority.Authority) func(
 	return func() { _ = nc.Drain() }
 }
 
-// writeSecretFile writes data to path with mode 0600. Without overwrite it
-// fails if path exists (O_EXCL, so no race); with overwrite it writes a
-// temporary file in the same directory and renames it over path, so the file
-// is never briefly readable by others or half-written.
-func writeSecretFile(path string, data []byte, overwrite bool) error {
+// secretFile is a 0600 file being written: created before the secret exists
+// (so a path that cannot be written fails before anything changes in the
+// database), filled and committed after.
+type secretFile struct {
+	f    *os.File
+	path string // final path
+	temp bool   // f is a temporary file renamed over path on commit
+	done bool
+}
+
+// createSecretFile opens path for writing with mode 0600. Without overwrite
+// it fails if path exists (O_EXCL, so no race); with overwrite it creates a
+// temporary file in the same directory that commit renames over path, so the
+// file is never briefly readable by others or half-written.
+func createSecretFile(path string, overwrite bool) (*secretFile, error) {
 	if !overwrite {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			if errors.Is(err, fs.ErrExist) {
-				return mulchat.Errorf(mulchat.ECONFLICT, "%s exists; use --force to overwrite it", path)
+				return nil, mulchat.Errorf(mulchat.ECONFLICT, "%s exists; use --force to overwrite it", path)
 			}
-			return mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot create %s", path))
+			return nil, mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot create %s", path))
 		}
-		if _, err := f.Write(data); err != nil {
-			f.Close()
-			os.Remove(path)
-			return mulchat.WrapError(mulchat.EINTERNAL, err, fmt.Sprintf("writing %s", path))
-		}
-		return f.Close()
+		return &secretFile{f: f, path: path}, nil
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".creds-*")
+	f, err := os.CreateTemp(filepath.Dir(path), ".mulchat-*")
 	if err != nil {
-		return mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot write in the directory of %s", path))
+		return nil, mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot write in the directory of %s", path))
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return mulchat.WrapError(mulchat.EINTERNAL, err, "chmod")
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, mulchat.WrapError(mulchat.EINTERNAL, err, "chmod")
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return mulchat.WrapError(mulchat.EINTERNAL, err, fmt.Sprintf("writing %s", path))
+	return &secretFile{f: f, path: path, temp: true}, nil
+}
+
+// commit writes data and puts the file in place.
+func (sf *secretFile) commit(data []byte) error {
+	sf.done = true
+	_, err := sf.f.Write(data)
+	if cerr := sf.f.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
-		return mulchat.WrapError(mulchat.EINTERNAL, err, fmt.Sprintf("writing %s", path))
+	if err == nil && sf.temp {
+		err = os.Rename(sf.f.Name(), sf.path)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return mulchat.WrapError(mulchat.EINVALID, err, fmt.Sprintf("cannot replace %s", path))
+	if err != nil {
+		os.Remove(sf.f.Name())
+		return mulchat.WrapError(mulchat.EINTERNAL, err, fmt.Sprintf("writing %s", sf.path))
 	}
 	return nil
+}
+
+// abort removes the file unless it was committed.
+func (sf *secretFile) abort() {
+	if sf.done {
+		return
+	}
+	sf.done = true
+	sf.f.Close()
+	os.Remove(sf.f.Name())
 }
 
 // readLimited reads at most max bytes of a file; larger files are refused.

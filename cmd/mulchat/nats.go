@@ -34,7 +34,12 @@ WebSocket listener and a cluster block. It holds no seeds. Run mulchat with
 					_, err = fmt.Fprint(cmd.OutOrStdout(), text)
 					return err
 				}
-				return writeSecretFile(out, []byte(text), force)
+				sf, err := createSecretFile(out, force)
+				if err != nil {
+					return err
+				}
+				defer sf.abort()
+				return sf.commit([]byte(text))
 			}, "")
 		},
 	}
