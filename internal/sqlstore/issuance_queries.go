@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"strings"
 
 	"github.com/mulchat/mulchat"
 )
@@ -15,7 +14,7 @@ var (
 
 // userWithPermissionsQuery joins the user to the user's grants: one row per
 // grant, or one row with NULL grant columns for a user without grants.
-var userWithPermissionsQuery = `SELECT u.` + strings.Join(strings.Fields(strings.ReplaceAll(userColumns, ",", " ")), ", u.") + `,
+var userWithPermissionsQuery = `SELECT ` + prefixColumns("u.", userColumns) + `,
 	p.id, p.room_id, p.permission_type, p.subject, p.created_at, p.updated_at
 FROM users u LEFT JOIN nats_permissions p ON p.user_id = u.id
 WHERE u.id = $1

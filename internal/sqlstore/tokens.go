@@ -32,11 +32,30 @@ func (q *queries) CreateAPIToken(ctx context.Context, t *mulchat.APIToken) error
 		createdAt = normTime(t.CreatedAt)
 	}
 	var id int64
-	err := q.one(ctx, errMsgs{fk: "user does not exist"},
-		`INSERT INTO api_tokens (user_id, token_hash, created_at, expires_at, revoked_at, user_agent, ip_address)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
-		[]any{t.UserID, t.TokenHash, createdAt, t.ExpiresAt, t.RevokedAt, nullString(t.UserAgent), nullString(t.IPAddress)},
-		func(s scanner) error { return s.Scan(&id) })
+	insert := func(q *queries) error {
+		return q.one(ctx, errMsgs{fk: "user does not exist"},
+			`INSERT INTO api_tokens (user_id, token_hash, created_at, expires_at, revoked_at, user_agent, ip_address)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+			[]any{t.UserID, t.TokenHash, createdAt, t.ExpiresAt, t.RevokedAt, nullString(t.UserAgent), nullString(t.IPAddress)},
+			func(s scanner) error { return s.Scan(&id) })
+	}
+	var err error
+	if q.dialect == DialectPostgres && q.tx == nil {
+		// A new token is committed without waiting for the WAL flush
+		// (synchronous_commit off, for this transaction only). Waiting cost
+		// more than a tenth of a login on a slow disk (docs/performance.md).
+		// Losing the token in a database crash only fails closed: the client
+		// gets 401 and logs in again. Revoking a token stays synchronous, and
+		// inside a caller's transaction nothing is relaxed.
+		err = q.db.inTx(ctx, func(q *queries) error {
+			if _, err := q.exec(ctx, errMsgs{}, `SET LOCAL synchronous_commit = off`); err != nil {
+				return err
+			}
+			return insert(q)
+		})
+	} else {
+		err = insert(q)
+	}
 	if err != nil {
 		return err
 	}
