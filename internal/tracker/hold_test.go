@@ -26,22 +26,40 @@ import (
 // the tracker writes a session row for each:
 //
 //	go test -run '^$' -bench HoldConnections -benchtime 10000x ./internal/tracker/
-func BenchmarkHoldConnections(b *testing.B) {
+func BenchmarkHoldConnections(b *testing.B) { benchHold(b, true) }
+
+// BenchmarkHoldConnectionsRaw is the same with chat-account JWTs that are no
+// mulchat user's and no tracker: operator mode without mulchat.
+func BenchmarkHoldConnectionsRaw(b *testing.B) { benchHold(b, false) }
+
+func benchHold(b *testing.B, mulchatCreds bool) {
 	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
-	tr, err := New(Config{Store: st.Store, SysConn: st.ServiceConn(b, "tracker", true),
-		ChatAccount: st.Authority.ChatAccountPublicKey(), ReconcileInterval: -1})
-	if err != nil {
-		b.Fatal(err)
+	if mulchatCreds {
+		tr, err := New(Config{Store: st.Store, SysConn: st.ServiceConn(b, "tracker", true),
+			ChatAccount: st.Authority.ChatAccountPublicKey(), ReconcileInterval: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := tr.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		defer tr.Close()
 	}
-	if err := tr.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	defer tr.Close()
 	dir := b.TempDir()
 	var files []string
 	for i := 0; i < 50; i++ {
-		u := st.NewUser(b, fmt.Sprint("hold", i), 0)
-		creds, err := authority.CredsFile(u.Cred.JWT, u.Cred.Seed)
+		var jwt string
+		var seed []byte
+		if mulchatCreds {
+			u := st.NewUser(b, fmt.Sprint("hold", i), 0)
+			jwt, seed = u.Cred.JWT, u.Cred.Seed
+		} else {
+			var err error
+			if jwt, seed, err = st.Authority.ServiceCredentials(context.Background(), fmt.Sprint("raw", i), false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		creds, err := authority.CredsFile(jwt, seed)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -79,6 +97,11 @@ func BenchmarkHoldConnections(b *testing.B) {
 		b.Fatal("child did not connect")
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "connects/s")
+	b.ReportMetric(float64(st.NATS.NATS().NumClients()), "held")
+	if !mulchatCreds {
+		b.StopTimer()
+		return
+	}
 	ctx := context.Background()
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
@@ -95,7 +118,6 @@ func BenchmarkHoldConnections(b *testing.B) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rows/s")
-	b.ReportMetric(float64(st.NATS.NATS().NumClients()), "held")
 	b.StopTimer()
 }
 
