@@ -70,10 +70,11 @@ func TestCrashSafety(t *testing.T) {
 						close(crashedCh)
 					})
 				}
-				first := startRouterOn(t, st, nc, func(c *Config) { c.DeliveryOnly = true })
-				if tc.crash != nil {
-					tc.crash(first, crashed)
-				}
+				first := startRouterHooked(t, st, nc, func(c *Config) { c.DeliveryOnly = true }, func(r *Router) {
+					if tc.crash != nil {
+						tc.crash(r, crashed)
+					}
+				})
 
 				var seqs []uint64
 				for i := 1; i <= 5; i++ {

@@ -29,6 +29,12 @@ func startRouter(t *testing.T, st *rttest.Stack, mod func(*Config)) *Router {
 
 func startRouterOn(t *testing.T, st *rttest.Stack, nc *nats.Conn, mod func(*Config)) *Router {
 	t.Helper()
+	return startRouterHooked(t, st, nc, mod, nil)
+}
+
+// startRouterHooked is startRouterOn with hooks set before Start.
+func startRouterHooked(t *testing.T, st *rttest.Stack, nc *nats.Conn, mod func(*Config), hooks func(*Router)) *Router {
+	t.Helper()
 	cfg := Config{
 		Store:            st.Store,
 		Conn:             nc,
@@ -43,6 +49,9 @@ func startRouterOn(t *testing.T, st *rttest.Stack, nc *nats.Conn, mod func(*Conf
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if hooks != nil {
+		hooks(r)
 	}
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -26,10 +26,12 @@ func (r *Router) handleAPI(msg *nats.Msg) {
 	switch op {
 	case "history":
 		// History reads are independent; serve them off the subscription's
-		// goroutine so one slow page does not hold up others.
+		// goroutine so one slow page does not hold up others, at most
+		// historyConcurrency at a time (the subscription waits beyond).
+		r.historySem <- struct{}{}
 		r.wg.Add(1)
 		go func() {
-			defer r.wg.Done()
+			defer func() { <-r.historySem; r.wg.Done() }()
 			r.handleHistory(msg, userID)
 		}()
 	default:

@@ -40,6 +40,8 @@ const (
 	// CHAT stream when membership changes, so the deliverer sees the change
 	// exactly in stream order with the messages around it.
 	markerSuffix = ".membership"
+	// historyConcurrency bounds the history pages read at once.
+	historyConcurrency = 32
 )
 
 // Config configures a Router. Store and Conn are required.
@@ -96,6 +98,8 @@ type Router struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	deliverer *deliverer
+	// historySem bounds concurrent history requests.
+	historySem chan struct{}
 
 	// test hooks (internal tests only).
 	hookBeforeFanout func(seq uint64) bool // return true to stop as if crashed (then every later message is ignored)
@@ -168,6 +172,7 @@ func New(cfg Config) (*Router, error) {
 		now:   cfg.Now,
 		m:     m,
 	}
+	r.historySem = make(chan struct{}, historyConcurrency)
 	r.cache = newCache(cfg.Store, cfg.CacheTTL, cfg.Now)
 	r.limits = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Now)
 	return r, nil
