@@ -76,3 +76,43 @@ func BenchmarkUserByUsernameParallel(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkRefreshCredentialParallel: concurrent credential refreshes of
+// distinct users (the write of an issuance that revokes nothing). On SQLite
+// the writers queue for the one write lock.
+func BenchmarkRefreshCredentialParallel(b *testing.B) {
+	forEachDBBench(b, func(b *testing.B, db *sqlstore.DB) {
+		ctx := context.Background()
+		acc := &mulchat.NATSAccount{Name: "chat", PublicKey: "ACHAT", JWT: "x"}
+		if err := db.CreateNATSAccount(ctx, acc); err != nil {
+			b.Fatal(err)
+		}
+		const n = 64
+		users := make(chan mulchat.NATSCredential, n)
+		ids := make(map[string]int64, n)
+		for i := range n {
+			u := &mulchat.User{Username: "user" + strconv.Itoa(i), HashedPassword: "h", IsActive: true}
+			if err := db.CreateUser(ctx, u); err != nil {
+				b.Fatal(err)
+			}
+			c := mulchat.NATSCredential{JWT: "jwt", PublicKey: "UKEY" + strconv.Itoa(i), AccountID: acc.ID, AccountPublicKey: acc.PublicKey}
+			if err := db.UpdateUserNATSCredential(ctx, u.ID, c); err != nil {
+				b.Fatal(err)
+			}
+			ids[c.PublicKey] = u.ID
+			users <- c
+		}
+		b.SetParallelism(4)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			c := <-users
+			defer func() { users <- c }()
+			for pb.Next() {
+				if ok, err := db.SetUserNATSCredentialIfNothingToRevoke(ctx, ids[c.PublicKey], c); err != nil || !ok {
+					b.Errorf("refresh: %v %v", ok, err)
+					return
+				}
+			}
+		})
+	})
+}
