@@ -126,7 +126,7 @@ func benchHold(b *testing.B, mulchatCreds bool) {
 func TestHelperHoldConnections(t *testing.T) {
 	url := os.Getenv("MULCHAT_HOLD_URL")
 	if url == "" {
-		t.Skip("helper process for BenchmarkHoldConnections")
+		return // only the benchmark's child process does something
 	}
 	n, _ := strconv.Atoi(os.Getenv("MULCHAT_HOLD_N"))
 	files := strings.Split(os.Getenv("MULCHAT_HOLD_CREDS"), ",")

@@ -58,7 +58,7 @@ func (t *Tracker) LiveConnections(ctx context.Context) (map[connKey]liveConn, er
 	if t.cfg.ChatAccount != "" {
 		opts["acc"] = t.cfg.ChatAccount
 	}
-	answers, err := t.gather(ctx, "$SYS.REQ.SERVER.PING.CONNZ", opts)
+	answers, err := t.gather(ctx, "$SYS.REQ.SERVER.PING.CONNZ", opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func (t *Tracker) LiveConnections(ctx context.Context) (map[connKey]liveConn, er
 				break
 			}
 			opts["offset"] = next
-			page, err := t.gather(ctx, "$SYS.REQ.SERVER."+a.Server.ID+".CONNZ", opts)
+			page, err := t.gather(ctx, "$SYS.REQ.SERVER."+a.Server.ID+".CONNZ", opts, true)
 			if err != nil {
 				return nil, err
 			}
@@ -93,8 +93,8 @@ func (t *Tracker) LiveConnections(ctx context.Context) (map[connKey]liveConn, er
 }
 
 // gather sends one request that every server answers and collects the
-// answers until none has come for ServerWait.
-func (t *Tracker) gather(ctx context.Context, subject string, req any) ([]*connzResponse, error) {
+// answers until none has come for ServerWait (or, with one, the first).
+func (t *Tracker) gather(ctx context.Context, subject string, req any, one bool) ([]*connzResponse, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -131,6 +131,9 @@ func (t *Tracker) gather(ctx context.Context, subject string, req any) ([]*connz
 			return nil, mulchat.WrapError(mulchat.EINTERNAL, err, "tracker: bad connz answer")
 		}
 		out = append(out, &r)
+		if one {
+			return out, nil
+		}
 		wait = t.cfg.ServerWait
 	}
 }
@@ -156,7 +159,10 @@ func (t *Tracker) Reconcile(ctx context.Context) error {
 		k := connKey{s.ServerID, s.CID}
 		if c, ok := live[k]; ok {
 			have[k] = true
-			if !c.info.LastActivity.IsZero() && c.info.LastActivity.After(s.LastActivity) {
+			// Last activity is kept to the minute: with thousands of
+			// sessions, rewriting every row each round would cost more
+			// than it tells.
+			if c.info.LastActivity.Sub(s.LastActivity) >= time.Minute {
 				_ = t.store.TouchAuthSession(ctx, s.ID, c.info.LastActivity.UTC())
 			}
 			continue
