@@ -23,7 +23,16 @@ func (r *Router) handleInvalidate(msg *nats.Msg) {
 	if json.Unmarshal(msg.Data, &inv) != nil || inv.RoomID <= 0 {
 		return
 	}
-	r.cache.invalidate(inv.RoomID, inv.UserID)
+	r.cache.invalidate(inv.RoomID, invalidationUser(inv.UserID, inv.Change))
+}
+
+// invalidationUser is whose entries a change makes stale: a deleted room
+// stales everyone's (non-members were told the room exists).
+func invalidationUser(userID int64, change string) int64 {
+	if change == mulchat.MembershipDeleted {
+		return 0
+	}
+	return userID
 }
 
 // MembershipChanged announces a committed membership change: it drops the
@@ -36,7 +45,7 @@ func (r *Router) MembershipChanged(ctx context.Context, roomID, userID int64, ch
 	if roomID <= 0 {
 		return mulchat.Errorf(mulchat.EINVALID, "room id is required")
 	}
-	r.cache.invalidate(roomID, userID)
+	r.cache.invalidate(roomID, invalidationUser(userID, change))
 	data, err := json.Marshal(&invalidation{RoomID: roomID, UserID: userID, Change: change})
 	if err != nil {
 		return err

@@ -408,3 +408,32 @@ func TestExpiredCredentialRefused(t *testing.T) {
 		t.Fatalf("connect error %v, want an authorization error", err)
 	}
 }
+
+// TestRoomDeleted: after a room is deleted and announced, sends are refused
+// as to an unknown room, also for a user cached as a non-member.
+func TestRoomDeleted(t *testing.T) {
+	st := rttest.NewStack(t, sqltest.OpenSQLite(t))
+	r := startRouter(t, st, nil)
+	ctx := context.Background()
+	alice, bob := st.NewUser(t, "alice", 0), st.NewUser(t, "bob", 0)
+	room := st.NewRoom(t, "doomed", alice)
+	ca, cb := connectClient(t, st, alice), connectClient(t, st, bob)
+	ca.mustSend(room.ID, "last words")
+	if rep := cb.send(room.ID, "hi", ""); rep.Error == nil || rep.Error.Code != mulchat.EFORBIDDEN {
+		t.Fatalf("bob: %+v", rep)
+	}
+	if err := st.Store.DeleteRoom(ctx, room.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.MembershipChanged(ctx, room.ID, alice.ID, mulchat.MembershipDeleted); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client{ca, cb} {
+		if rep := c.send(room.ID, "anyone?", ""); rep.Error == nil || rep.Error.Code != mulchat.ENOTFOUND {
+			t.Fatalf("%s after deletion: %+v, want %s", c.u.Username, rep, mulchat.ENOTFOUND)
+		}
+	}
+	ca.waitFor("deleted event", func(_ []mulchat.Message, ev []mulchat.Event) bool {
+		return len(ev) > 0 && ev[len(ev)-1].Change == mulchat.MembershipDeleted
+	})
+}
