@@ -78,7 +78,7 @@ func (r *Router) startDelivery(ctx context.Context) error {
 				r.log.Debug("delivery consumer", "err", err)
 				return
 			}
-			r.log.Debug("delivery consumer", "err", err)
+			r.log.Warn("delivery consumer", "err", err)
 		}))
 	if err != nil {
 		return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "router: consume")
