@@ -197,8 +197,9 @@ const room = "general-" + suffix;
 
 let pages = [];
 try {
-  const ctxA = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const ctxB = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  // Two people in different time zones.
+  const ctxA = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "en-US", timezoneId: "America/New_York" });
+  const ctxB = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: "en-US", timezoneId: "Pacific/Auckland" });
   const a = await ctxA.newPage();
   const b = await ctxB.newPage();
   pages = [a, b];
@@ -243,6 +244,13 @@ try {
   setStep("alice → bob");
   await sendAndConfirm(a, "hello bob");
   await waitText(b, "hello bob");
+
+  setStep("times in each viewer's zone");
+  for (const [p, zone] of [[a, "America/New_York"], [b, "Pacific/Auckland"]]) {
+    const [iso, shown] = await p.$eval("#messages .msg:last-child time", (t) => [t.getAttribute("datetime"), t.textContent]);
+    const want = new Intl.DateTimeFormat("en-US", { hour: "2-digit", minute: "2-digit", timeZone: zone }).format(new Date(iso));
+    check(shown === want, `${zone}: shows ${shown} for ${iso}, want ${want}`);
+  }
 
   setStep("bob → alice, Shift+Enter makes a new line");
   await b.click("#composer-input");
@@ -480,7 +488,12 @@ try {
   const carolToken = await c.evaluate(() => JSON.parse(sessionStorage.getItem("mulchat.session")).token);
   const out = await fetch(BASE + "/api/v1/logout", { method: "POST", headers: { Authorization: "Bearer " + carolToken } });
   check(out.status === 204, `logout of carol's token: ${out.status}`);
-  await c.click("#refresh-rooms"); // any API call now answers 401
+  // Any API call now answers 401: the page may already have made one (a
+  // room list refresh after leaving); otherwise refresh by hand.
+  await c.evaluate(() => {
+    const b = document.getElementById("refresh-rooms");
+    if (b) b.click();
+  });
   await c.waitForSelector("#signed-out:text-is('Your session has ended. Please log in again.')", { timeout: TIMEOUT });
   check((await c.evaluate(() => sessionStorage.length)) === 0, "nothing left in sessionStorage after being signed out");
 

@@ -392,6 +392,12 @@ function renderSidebar() {
       ),
     );
   };
+  const key = JSON.stringify([
+    state.openRoom,
+    rooms.map((r) => [r.id, r.name, r.role, r.is_public, state.unread.get(r.id) || 0, onlineCount(r.id)]),
+  ]);
+  if (els.myRooms.dataset.key === key) return;
+  els.myRooms.dataset.key = key;
   // Keep keyboard focus on the same room across the re-render.
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.room : undefined;
   replace(els.myRooms, mine.length ? h("ul", { class: "rooms", id: "my-rooms" }, mine.map(roomItem)) : h("p", { class: "empty", text: "No rooms yet: join one below or create one." }));
@@ -522,6 +528,11 @@ function renderRoomHeader() {
   const r = state.rooms.get(state.openRoom);
   if (!r || !els.roomHeader) return;
   const online = onlineCount(r.id);
+  // Redraw only when something shown changed, so buttons keep focus and
+  // are not replaced under a pointer.
+  const key = JSON.stringify([r.id, r.name, r.description, r.role, online]);
+  if (els.roomHeader.dataset.key === key) return;
+  els.roomHeader.dataset.key = key;
   replace(
     els.roomHeader,
     h("button", { type: "button", class: "back", "aria-label": "Back to rooms", onclick: closeRoom }, "←"),
