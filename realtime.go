@@ -44,6 +44,25 @@ type HistoryReply struct {
 	Error    *ErrorBody `json:"error,omitempty"`
 }
 
+// PresenceRequest is the payload of chat.api.<uid>.presence: who of a room's
+// members is online (has an active NATS session).
+type PresenceRequest struct {
+	RoomID int64 `json:"room_id"`
+}
+
+// PresenceReply answers it: the members, each with Status, or Error.
+type PresenceReply struct {
+	Members []MemberPresence `json:"members"`
+	Error   *ErrorBody       `json:"error,omitempty"`
+}
+
+// MemberPresence is one member's presence.
+type MemberPresence struct {
+	UserID   int64  `json:"user_id"`
+	Username string `json:"username"`
+	Status   string `json:"status"` // PresenceOnline or PresenceOffline
+}
+
 // Event types delivered on chat.user.<uid>.event.
 const (
 	EventMembership = "membership" // RoomID, UserID, Change (MembershipJoined …)

@@ -34,6 +34,13 @@ func (r *Router) handleAPI(msg *nats.Msg) {
 			defer func() { <-r.historySem; r.wg.Done() }()
 			r.handleHistory(msg, userID)
 		}()
+	case "presence":
+		r.historySem <- struct{}{}
+		r.wg.Add(1)
+		go func() {
+			defer func() { <-r.historySem; r.wg.Done() }()
+			r.handlePresence(msg, userID)
+		}()
 	default:
 		r.replyError(msg.Reply, mulchat.Errorf(mulchat.ENOTFOUND, "unknown api operation %q", op))
 	}
@@ -56,6 +63,50 @@ func (r *Router) handleHistory(msg *nats.Msg, userID int64) {
 		return
 	}
 	r.reply(msg.Reply, &mulchat.HistoryReply{Messages: msgs})
+}
+
+func (r *Router) handlePresence(msg *nats.Msg, userID int64) {
+	var req mulchat.PresenceRequest
+	if len(msg.Data) == 0 || json.Unmarshal(msg.Data, &req) != nil || req.RoomID <= 0 {
+		r.reply(msg.Reply, &mulchat.PresenceReply{Members: []mulchat.MemberPresence{}, Error: errorBody(mulchat.Errorf(mulchat.EINVALID, "request must be a JSON object with room_id"))})
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	members, err := r.Presence(ctx, req.RoomID, userID)
+	if err != nil {
+		if mulchat.ErrorCode(err) == mulchat.EINTERNAL {
+			r.log.Error("presence failed", "room_id", req.RoomID, "err", err)
+		}
+		r.reply(msg.Reply, &mulchat.PresenceReply{Members: []mulchat.MemberPresence{}, Error: errorBody(err)})
+		return
+	}
+	r.reply(msg.Reply, &mulchat.PresenceReply{Members: members})
+}
+
+// Presence lists roomID's members with whether each has an active NATS
+// session (nats_auth_sessions, kept by the tracker), for members of the room.
+func (r *Router) Presence(ctx context.Context, roomID, userID int64) ([]mulchat.MemberPresence, error) {
+	if _, err := r.cache.member(ctx, roomID, userID); err != nil {
+		return nil, err
+	}
+	members, err := r.store.ListRoomMembers(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]mulchat.MemberPresence, 0, len(members))
+	for _, m := range members {
+		active, err := r.store.ListUserAuthSessions(ctx, m.UserID, true)
+		if err != nil {
+			return nil, err
+		}
+		status := mulchat.PresenceOffline
+		if len(active) > 0 {
+			status = mulchat.PresenceOnline
+		}
+		out = append(out, mulchat.MemberPresence{UserID: m.UserID, Username: m.Username, Status: status})
+	}
+	return out, nil
 }
 
 // History returns up to limit messages of roomID with seq < before (before ==

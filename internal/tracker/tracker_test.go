@@ -278,3 +278,49 @@ func TestPresence(t *testing.T) {
 		anc.Close()
 	}
 }
+
+// TestPresenceQuery: chat.api.<uid>.presence lists a room's members with
+// their status from the session rows.
+func TestPresenceQuery(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		st := rttest.NewStack(t, db)
+		r, err := router.New(router.Config{Store: st.Store, Conn: st.ServiceConn(t, "router", false), PinnedTTL: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		startTracker(t, st, nil)
+		alice, bob, carol := st.NewUser(t, "alice", 0), st.NewUser(t, "bob", 0), st.NewUser(t, "carol", 0)
+		room := st.NewRoom(t, "who", alice, bob)
+		anc := st.Connect(t, alice)
+		cnc := st.Connect(t, carol)
+		eventually(t, "alice's session", func() bool { return len(sessions(t, st, alice.ID, true)) == 1 })
+
+		ask := func(nc *nats.Conn, uid int64) mulchat.PresenceReply {
+			data, _ := json.Marshal(mulchat.PresenceRequest{RoomID: room.ID})
+			m, err := nc.Request(mulchat.APISubject(uid, "presence"), data, wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rep mulchat.PresenceReply
+			if err := json.Unmarshal(m.Data, &rep); err != nil {
+				t.Fatal(err)
+			}
+			return rep
+		}
+		rep := ask(anc, alice.ID)
+		got := map[string]string{}
+		for _, m := range rep.Members {
+			got[m.Username] = m.Status
+		}
+		if rep.Error != nil || got["alice"] != mulchat.PresenceOnline || got["bob"] != mulchat.PresenceOffline || len(got) != 2 {
+			t.Fatalf("presence %+v", rep)
+		}
+		if rep := ask(cnc, carol.ID); rep.Error == nil || rep.Error.Code != mulchat.EFORBIDDEN {
+			t.Fatalf("non-member's presence query: %+v", rep)
+		}
+	})
+}
