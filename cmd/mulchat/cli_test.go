@@ -317,6 +317,21 @@ func TestServerConfig(t *testing.T) {
 	}
 }
 
+func TestMigrateUpDownStatus(t *testing.T) {
+	c := newCLI(t)
+	c.ok("", "migrate", "up")
+	if st := c.ok("", "migrate", "status").stdout; strings.Contains(st, "pending") {
+		t.Fatalf("pending after up:\n%s", st)
+	}
+	c.ok("", "migrate", "down")
+	if st := c.ok("", "migrate", "status").stdout; !strings.Contains(st, "pending") {
+		t.Fatalf("nothing pending after down:\n%s", st)
+	}
+	// serve --no-migrate refuses the stale schema, naming the fix.
+	c.fails("migrate up", "", "serve", "--no-migrate", "--http-addr", "127.0.0.1:0", "--nats-port", "-1", "--nats-ws-port", "-1")
+	c.ok("", "migrate", "up")
+}
+
 func TestBadFlags(t *testing.T) {
 	c := newCLI(t)
 	c.fails("log-level", "", "--log-level", "loud", "serve")
