@@ -618,6 +618,9 @@ function renderComposer() {
 }
 
 function nearBottom() {
+  // A scroll to the bottom is already due before the next frame: messages
+  // that arrive meanwhile are read just the same.
+  if (scrollQueued) return true;
   const s = els.scroller;
   return !s || s.scrollHeight - s.scrollTop - s.clientHeight < 80;
 }
