@@ -53,8 +53,17 @@ const connzPage = 1024
 // LiveConnections asks every server (SERVER.PING.CONNZ) for its open
 // connections of the tracked account, following each server's pages.
 func (t *Tracker) LiveConnections(ctx context.Context) (map[connKey]liveConn, error) {
+	return t.liveConnections(ctx, "")
+}
+
+// liveConnections is LiveConnections, only of publicKey when it is not "" (the
+// servers filter, so a kick does not list every connection).
+func (t *Tracker) liveConnections(ctx context.Context, publicKey string) (map[connKey]liveConn, error) {
 	live := map[connKey]liveConn{}
 	opts := map[string]any{"auth": true, "limit": connzPage} // state defaults to open
+	if publicKey != "" {
+		opts["user"] = publicKey
+	}
 	if t.cfg.ChatAccount != "" {
 		opts["acc"] = t.cfg.ChatAccount
 	}
@@ -277,7 +286,7 @@ func (t *Tracker) KickSession(ctx context.Context, userID, sessionID int64) erro
 func (t *Tracker) KickUser(ctx context.Context, userID int64, publicKey string) error {
 	var targets []connKey
 	if publicKey != "" {
-		live, err := t.LiveConnections(ctx)
+		live, err := t.liveConnections(ctx, publicKey)
 		if err != nil {
 			return err
 		}
