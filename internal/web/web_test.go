@@ -212,6 +212,7 @@ func TestBundleWeight(t *testing.T) {
 	for _, p := range []string{"/", "/assets/app.js", "/assets/app.css"} {
 		res := get(t, h, "GET", p, map[string]string{"Accept-Encoding": "gzip"})
 		b, _ := io.ReadAll(res.Body)
+		t.Logf("%s: %d bytes gzipped", p, len(b))
 		total += len(b)
 	}
 	t.Logf("page weight: %d bytes gzipped (html + js + css)", total)
