@@ -87,17 +87,20 @@ type Router struct {
 	limits *limiter
 	m      *metrics
 
-	mu        sync.Mutex
-	started   bool
-	closed    bool
-	subs      []*nats.Subscription
-	consume   jetstream.ConsumeContext
-	cons      jetstream.Consumer
-	stream    jetstream.Stream
-	shards    []chan *sendReq
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	deliverer *deliverer
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	subs    []*nats.Subscription
+	consume jetstream.ConsumeContext
+	cons    jetstream.Consumer
+	stream  jetstream.Stream
+	shards  []chan *sendReq
+	// shardsMu guards sending on shards against Close closing them.
+	shardsMu     sync.RWMutex
+	shardsClosed bool
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	deliverer    *deliverer
 	// historySem bounds concurrent history requests.
 	historySem chan struct{}
 
@@ -313,9 +316,14 @@ func (r *Router) Close() error {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	// A callback still running after the deadline must not send on a
+	// closed channel.
+	r.shardsMu.Lock()
+	r.shardsClosed = true
 	for _, ch := range shards {
 		close(ch)
 	}
+	r.shardsMu.Unlock()
 	r.wg.Wait()
 	r.cancel()
 	r.log.Info("router stopped")

@@ -37,6 +37,11 @@ func (r *Router) handleSend(msg *nats.Msg) {
 		r.m.sends.WithLabelValues(mulchat.EINVALID).Inc()
 		return
 	}
+	r.shardsMu.RLock()
+	defer r.shardsMu.RUnlock()
+	if r.shardsClosed {
+		return // the router is closing; the client's request times out
+	}
 	r.shards[userID%int64(len(r.shards))] <- &sendReq{msg: msg, roomID: roomID, userID: userID}
 }
 
