@@ -23,6 +23,11 @@ func (r *Router) handleAPI(msg *nats.Msg) {
 		r.replyError(msg.Reply, mulchat.Errorf(mulchat.EINVALID, "bad api subject"))
 		return
 	}
+	r.shardsMu.RLock()
+	defer r.shardsMu.RUnlock()
+	if r.shardsClosed {
+		return // closing
+	}
 	switch op {
 	case "history":
 		// History reads are independent; serve them off the subscription's
