@@ -2,7 +2,11 @@
 // playwright-core. internal/web's Go tests start a whole mulchat and run this
 // script; it can also be run by hand against a running `mulchat serve`:
 //
+//   mulchat serve --credential-ttl 2m &
 //   MULCHAT_URL=http://127.0.0.1:8080 node web/e2e/chat.e2e.mjs
+//
+// (The renewal step runs the page's clock 100 s forward, which passes 80% of
+// a 2-minute credential's lifetime.)
 //
 // Environment: MULCHAT_URL (required), MULCHAT_ARTIFACTS (screenshots, default
 // ./artifacts), E2E_MODE ("test": the scenario; "bench": send→display
@@ -10,8 +14,8 @@
 //
 // The script talks to its Go driver with lines: it prints "@@revoke NAME" and
 // waits for "@@ok" (or "@@err MESSAGE") on stdin; it prints "@@result JSON"
-// at the end. Without a driver (stdin is a terminal), revocation goes
-// through the API: the user logs in on the side and DELETEs its credential.
+// at the end. Without a driver (E2E_DRIVEN unset), revocation goes through
+// the API: the user logs in on the side and DELETEs its credential.
 
 import { chromium } from "playwright-core";
 import { mkdir } from "node:fs/promises";
