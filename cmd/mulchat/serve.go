@@ -26,6 +26,7 @@ type serveFlags struct {
 	credentialTTL    time.Duration
 	maxCredentialTTL time.Duration
 	tokenTTL         time.Duration
+	natsPortFallback bool
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -40,6 +41,8 @@ server (client port 4222, WebSocket 8222) and serves the HTTP API on
 variable. SIGINT or SIGTERM shuts it down cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Ports nobody asked for fall back to free ones when taken.
+			f.natsPortFallback = !explicit(cmd, "nats-port") && !explicit(cmd, "nats-ws-port")
 			return runServe(cmd.Context(), g, f, cmd.ErrOrStderr())
 		},
 	}
@@ -66,6 +69,7 @@ func runServe(ctx context.Context, g *globals, f serveFlags, stderr io.Writer) e
 	cfg.NATSHost = f.natsHost
 	cfg.NATSPort = f.natsPort
 	cfg.NATSWSPort = f.natsWSPort
+	cfg.NATSPortFallback = f.natsPortFallback
 	cfg.NATSPublicURLs = f.natsPublicURLs
 	cfg.NoMigrate = f.noMigrate
 	cfg.CredentialTTL = f.credentialTTL
@@ -84,6 +88,16 @@ func runServe(ctx context.Context, g *globals, f serveFlags, stderr io.Writer) e
 		return werr
 	}
 	return cerr
+}
+
+// explicit reports whether a flag was given on the command line or through its
+// MULCHAT_* environment variable.
+func explicit(cmd *cobra.Command, flag string) bool {
+	if cmd.Flags().Changed(flag) {
+		return true
+	}
+	_, ok := os.LookupEnv(envName(flag))
+	return ok
 }
 
 // appConfig is the part of app.Config the global flags decide.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,12 @@ type Config struct {
 	NATSHost   string
 	NATSPort   int
 	NATSWSPort int
+	// NATSPortFallback makes the embedded server take free ports when
+	// NATSPort or NATSWSPort is already in use (serve sets it when the ports
+	// were not asked for explicitly, so a laptop that already runs a NATS
+	// server on 4222 still gets a working mulchat; the ports used are logged
+	// and handed to clients in nats_urls).
+	NATSPortFallback bool
 	// NATSPublicURLs, when set, are the URLs handed to clients in nats_urls
 	// instead of the embedded server's own (e.g. behind a proxy).
 	NATSPublicURLs []string
@@ -281,11 +288,16 @@ func (m *Main) startNATS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	port, wsPort := m.cfg.NATSPort, m.cfg.NATSWSPort
+	if m.cfg.NATSPortFallback {
+		port = m.freeOr(m.cfg.NATSHost, port, "client")
+		wsPort = m.freeOr(m.cfg.NATSHost, wsPort, "websocket")
+	}
 	ns, err := natsd.Start(natsd.Options{
 		DataDir:       m.cfg.DataDir,
 		Host:          m.cfg.NATSHost,
-		Port:          m.cfg.NATSPort,
-		WSPort:        m.cfg.NATSWSPort,
+		Port:          port,
+		WSPort:        wsPort,
 		OperatorJWT:   m.Authority.OperatorJWT(),
 		SystemAccount: m.Authority.SystemAccountPublicKey(),
 		AccountJWTs:   jwts,
@@ -312,6 +324,24 @@ func (m *Main) startNATS(ctx context.Context) error {
 	// Let `mulchat creds revoke` on this machine find the running server.
 	_ = os.WriteFile(filepath.Join(m.cfg.DataDir, RunningNATSURLFile), []byte(ns.ClientURL()+"\n"), 0o600)
 	return nil
+}
+
+// freeOr returns port when it can be listened on at host, and -1 (a random
+// free port) with a warning when it is taken.
+func (m *Main) freeOr(host string, port int, what string) int {
+	if port <= 0 {
+		return port
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		m.logger.Warn("NATS port in use; using a free port instead", slog.String("listener", what), slog.Int("port", port))
+		return -1
+	}
+	_ = l.Close()
+	return port
 }
 
 // RunningNATSURLFile, in the data directory, holds the client URL of the

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -313,5 +314,38 @@ func TestSessionsListAndKick(t *testing.T) {
 	case <-closed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the kicked connection stayed open")
+	}
+}
+
+// TestNATSPortFallback: with the fallback (serve's default when no port was
+// asked for) a taken NATS port is replaced by a free one and handed to
+// clients; without it (a port asked for explicitly) the start fails clearly.
+func TestNATSPortFallback(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.Addr().(*net.TCPAddr).Port
+
+	cfg := app.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", NATSPort: port, NATSPortFallback: true}
+	m, err := app.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start with fallback: %v", err)
+	}
+	url := m.NATSClientURL()
+	m.Close()
+	if strings.HasSuffix(url, ":"+strconv.Itoa(port)) {
+		t.Fatalf("embedded server claims the busy port: %s", url)
+	}
+
+	cfg.NATSPortFallback = false
+	m, err = app.Start(context.Background(), cfg)
+	if err == nil {
+		m.Close()
+		t.Fatal("start on a busy port without fallback succeeded")
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("unclear error: %v", err)
 	}
 }
