@@ -11,6 +11,7 @@ import (
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/app"
+	"github.com/mulchat/mulchat/internal/httpapi"
 	"github.com/mulchat/mulchat/internal/sqlstore"
 	"github.com/mulchat/mulchat/internal/web"
 	"github.com/spf13/cobra"
@@ -27,6 +28,11 @@ type serveFlags struct {
 	maxCredentialTTL time.Duration
 	tokenTTL         time.Duration
 	natsPortFallback bool
+	sendRate         float64
+	sendBurst        int
+	loginRateUser    float64
+	loginRateAddr    float64
+	registerRateAddr float64
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -56,6 +62,12 @@ variable. SIGINT or SIGTERM shuts it down cleanly.`,
 	fl.DurationVar(&f.credentialTTL, "credential-ttl", 24*time.Hour, "default lifetime of a user's NATS credential")
 	fl.DurationVar(&f.maxCredentialTTL, "max-credential-ttl", 30*24*time.Hour, "longest credential lifetime a client may ask for")
 	fl.DurationVar(&f.tokenTTL, "token-ttl", 7*24*time.Hour, "lifetime of an API login token")
+	fl.Float64Var(&f.sendRate, "send-rate", 20, "messages per second one user may send (burst --send-burst; negative = unlimited)")
+	fl.IntVar(&f.sendBurst, "send-burst", 40, "messages one user may send at once before --send-rate applies")
+	def := httpapi.DefaultLoginRate
+	fl.Float64Var(&f.loginRateUser, "login-rate-per-user", def.PerUsername, "login attempts per minute for one username (negative = unlimited)")
+	fl.Float64Var(&f.loginRateAddr, "login-rate-per-address", def.PerAddress, "login attempts per minute from one client address (negative = unlimited)")
+	fl.Float64Var(&f.registerRateAddr, "register-rate-per-address", def.RegisterPerAddress, "registrations per minute from one client address (negative = unlimited)")
 	return cmd
 }
 
@@ -76,6 +88,11 @@ func runServe(ctx context.Context, g *globals, f serveFlags, stderr io.Writer) e
 	cfg.MaxCredentialTTL = f.maxCredentialTTL
 	cfg.TokenTTL = f.tokenTTL
 	cfg.Web = webHandler
+	cfg.SendRate, cfg.SendBurst = f.sendRate, f.sendBurst
+	cfg.LoginRate = httpapi.DefaultLoginRate
+	cfg.LoginRate.PerUsername = f.loginRateUser
+	cfg.LoginRate.PerAddress = f.loginRateAddr
+	cfg.LoginRate.RegisterPerAddress = f.registerRateAddr
 	m, err := app.Start(ctx, cfg)
 	if err != nil {
 		return err

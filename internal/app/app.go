@@ -67,6 +67,10 @@ type Config struct {
 	// TokenTTL is the lifetime of an API login token (7 days).
 	TokenTTL  time.Duration
 	LoginRate httpapi.LoginRate
+	// SendRate is the sends per second allowed to one user (router default
+	// 20; negative = unlimited), with burst SendBurst (default 40).
+	SendRate  float64
+	SendBurst int
 	// MasterKey, when set, is used instead of MULCHAT_MASTER_KEY or the key
 	// file (tests).
 	MasterKey []byte
@@ -405,6 +409,8 @@ func (m *Main) startRealtime(ctx context.Context) error {
 		Logger:           m.logger,
 		Registerer:       m.Registry,
 		AccountPublicKey: m.Authority.ChatAccountPublicKey(),
+		RateLimit:        m.cfg.SendRate,
+		RateBurst:        m.cfg.SendBurst,
 	})
 	if err != nil {
 		return err
