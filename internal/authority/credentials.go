@@ -126,8 +126,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		if err != nil {
 			return err
 		}
-		replaces := func(prev mulchat.NATSCredential) bool { return replaces(prev, publicKey, now) }
-		if replaces(cur.NATS) {
+		if replaces(cur.NATS, publicKey, now) {
 			// Lock the account before anything else and read the user again
 			// under the lock: the same order as RevokeUserCredential, so the
 			// two cannot deadlock, and a concurrent change is seen.
@@ -145,7 +144,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		if prev.PublicKey == publicKey && prev.ExpiredAt != nil {
 			return errKeyRevoked()
 		}
-		if replaces(prev) {
+		if replaces(prev, publicKey, now) {
 			oldKey, oldAccount = prev.PublicKey, a.accountOf(prev)
 			if _, err := a.revokeKeysTx(ctx, q, oldAccount, now, oldKey); err != nil {
 				return err
