@@ -356,6 +356,13 @@ func (a *Authority) revokeKeysTx(ctx context.Context, q mulchat.Queries, account
 	if err := q.UpdateNATSAccountJWT(ctx, accountID, token); err != nil {
 		return "", err
 	}
+	// Encode left claims equal to what token holds. Caching them spares
+	// propagateRevocation (and the next keyRevoked) decoding and verifying
+	// the JWT just signed, which costs more than signing it once the
+	// revocation list is long. claims is not touched after this. Should the
+	// transaction roll back, no stored JWT equals token, so the entry is
+	// never used.
+	a.claims.put(token, claims)
 	return token, nil
 }
 
@@ -554,6 +561,14 @@ func (c *claimsCache) decode(token string) (*jwt.AccountClaims, error) {
 	}
 	c.token, c.claims = token, claims
 	return claims, nil
+}
+
+// put caches claims as the decoded form of token, a JWT signed here from
+// claims. The caller must not modify claims afterwards.
+func (c *claimsCache) put(token string, claims *jwt.AccountClaims) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.token, c.claims = token, claims
 }
 
 // formatFreshCreds formats the .creds file of a JWT just signed here for the
