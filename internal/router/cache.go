@@ -164,6 +164,14 @@ func (c *cache) invalidate(roomID, userID int64) {
 	}
 }
 
+// invalidateUser forgets a user's row (enabled, disabled, credential
+// account changed).
+func (c *cache) invalidateUser(userID int64) {
+	c.mu.Lock()
+	delete(c.users, userID)
+	c.mu.Unlock()
+}
+
 // invalidateRoomMembers forgets only the deliverer's member list of a room.
 func (c *cache) invalidateRoomMembers(roomID int64) {
 	c.mu.Lock()

@@ -20,10 +20,15 @@ type invalidation struct {
 
 func (r *Router) handleInvalidate(msg *nats.Msg) {
 	var inv invalidation
-	if json.Unmarshal(msg.Data, &inv) != nil || inv.RoomID <= 0 {
+	if json.Unmarshal(msg.Data, &inv) != nil {
 		return
 	}
-	r.cache.invalidate(inv.RoomID, invalidationUser(inv.UserID, inv.Change))
+	switch {
+	case inv.RoomID > 0:
+		r.cache.invalidate(inv.RoomID, invalidationUser(inv.UserID, inv.Change))
+	case inv.Change == changeUser && inv.UserID > 0:
+		r.cache.invalidateUser(inv.UserID)
+	}
 }
 
 // invalidationUser is whose entries a change makes stale: a deleted room
@@ -36,33 +41,26 @@ func invalidationUser(userID int64, change string) int64 {
 }
 
 // MembershipChanged announces a committed membership change: it drops the
-// cached membership in this and (over NATS) every other instance, stores a
-// marker in the CHAT stream so delivery switches to the new member list
-// exactly between the messages stored before and after the change, and sends
-// the affected user a membership event. userID 0 means the whole room (for
-// MembershipDeleted). It implements mulchat.MembershipNotifier.
+// cached membership in this instance at once, then does what
+// Notifier.MembershipChanged does (every other instance, the stream marker,
+// the user's event). userID 0 means the whole room (for MembershipDeleted).
+// It implements mulchat.MembershipNotifier.
 func (r *Router) MembershipChanged(ctx context.Context, roomID, userID int64, change string) error {
 	if roomID <= 0 {
 		return mulchat.Errorf(mulchat.EINVALID, "room id is required")
 	}
 	r.cache.invalidate(roomID, invalidationUser(userID, change))
-	data, err := json.Marshal(&invalidation{RoomID: roomID, UserID: userID, Change: change})
-	if err != nil {
-		return err
+	return r.notifier.MembershipChanged(ctx, roomID, userID, change)
+}
+
+// UserChanged drops userID's cached row in this instance at once and in
+// every other one over NATS (see Notifier.UserChanged).
+func (r *Router) UserChanged(ctx context.Context, userID int64) error {
+	if userID <= 0 {
+		return mulchat.Errorf(mulchat.EINVALID, "user id is required")
 	}
-	if err := r.nc.Publish(InvalidateSubject, data); err != nil {
-		return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "announce membership change")
-	}
-	if _, err := r.js.Publish(ctx, mulchat.RoomSubject(roomID)+markerSuffix, data); err != nil {
-		return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "store membership marker")
-	}
-	if userID > 0 {
-		r.publishEvent(userID, &mulchat.Event{Type: mulchat.EventMembership, RoomID: roomID, UserID: userID, Change: change})
-	}
-	if err := r.flush(ctx); err != nil {
-		return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "announce membership change")
-	}
-	return nil
+	r.cache.invalidateUser(userID)
+	return r.notifier.UserChanged(ctx, userID)
 }
 
 // PresenceChanged tells everyone who shares a room with userID that the user

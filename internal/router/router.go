@@ -32,8 +32,8 @@ const (
 	PriorityGroup = "deliver"
 	// QueueGroup is the queue group of the send and API services.
 	QueueGroup = "mulchat-router"
-	// InvalidateSubject carries membership cache invalidations between
-	// instances. Users cannot reach it: their permissions allow only their own
+	// InvalidateSubject carries cache invalidations (membership, user rows)
+	// between instances and from the admin CLI (Notifier). Users cannot reach it: their permissions allow only their own
 	// chat.send/chat.api subjects.
 	InvalidateSubject = "mulchat.router.membership"
 	// markerSuffix makes chat.room.<room>.membership: a record stored in the
@@ -85,7 +85,9 @@ type Router struct {
 	now    func() time.Time
 	cache  *cache
 	limits *limiter
-	m      *metrics
+	// notifier publishes membership and user changes to every instance.
+	notifier *Notifier
+	m        *metrics
 
 	mu      sync.Mutex
 	started bool
@@ -175,6 +177,7 @@ func New(cfg Config) (*Router, error) {
 		now:   cfg.Now,
 		m:     m,
 	}
+	r.notifier = &Notifier{nc: cfg.Conn, js: js, now: cfg.Now}
 	r.historySem = make(chan struct{}, historyConcurrency)
 	r.cache = newCache(cfg.Store, cfg.CacheTTL, cfg.Now)
 	r.limits = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Now)
