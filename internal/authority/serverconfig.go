@@ -13,7 +13,7 @@ import (
 
 // ServerConfigOptions shape the nats-server configuration ServerConfig
 // prints. Zero ports mean the nats-server defaults (4222 for clients; no
-// WebSocket listener, no cluster).
+// WebSocket listener).
 type ServerConfigOptions struct {
 	Host         string // listen address; "" = nats-server default (all interfaces)
 	Port         int
@@ -22,10 +22,60 @@ type ServerConfigOptions struct {
 	WSTLSKey     string
 	ResolverDir  string // required: where the full resolver keeps account JWTs
 	JetStreamDir string // "" = no jetstream block
-	ServerName   string
-	ClusterName  string
-	ClusterPort  int
-	Routes       []string
+	// ServerName is printed whenever it is set; a cluster requires it (each
+	// server its own), because a JetStream cluster identifies its peers by it.
+	ServerName string
+	// ClusterName or Routes make the server a cluster member and print the
+	// cluster block; neither means a single server with no cluster listener.
+	// With JetStream a cluster also needs ClusterName.
+	ClusterName string
+	ClusterPort int // cluster listener; 0 = the nats-server default 6222
+	Routes      []string
+}
+
+// Clustered reports whether the options describe a member of a cluster.
+func (o ServerConfigOptions) Clustered() bool { return o.ClusterName != "" || len(o.Routes) > 0 }
+
+// validate refuses options a stock nats-server would refuse at start, with
+// an EINVALID error naming what is missing.
+func (o ServerConfigOptions) validate() error {
+	if o.ResolverDir == "" {
+		return mulchat.Errorf(mulchat.EINVALID, "a resolver directory is required")
+	}
+	if (o.WSTLSCert == "") != (o.WSTLSKey == "") {
+		return mulchat.Errorf(mulchat.EINVALID, "the WebSocket TLS certificate and key go together")
+	}
+	if o.WSTLSCert != "" && o.WSPort == 0 {
+		return mulchat.Errorf(mulchat.EINVALID, "a WebSocket TLS certificate needs a WebSocket port")
+	}
+	for _, p := range []int{o.Port, o.WSPort, o.ClusterPort} {
+		if p < -1 || p > 65535 {
+			return mulchat.Errorf(mulchat.EINVALID, "port %d is out of range", p)
+		}
+	}
+	if !o.Clustered() {
+		if o.ClusterPort != 0 {
+			return mulchat.Errorf(mulchat.EINVALID, "a cluster port needs a cluster name or routes")
+		}
+		return nil
+	}
+	if o.ServerName == "" {
+		return mulchat.Errorf(mulchat.EINVALID, "a cluster member needs a server name, unique in the cluster")
+	}
+	if o.JetStreamDir != "" && o.ClusterName == "" {
+		return mulchat.Errorf(mulchat.EINVALID, "a JetStream cluster needs a cluster name")
+	}
+	for _, s := range append([]string{o.ServerName, o.ClusterName}, o.Routes...) {
+		if strings.ContainsAny(s, " \t\r\n") {
+			return mulchat.Errorf(mulchat.EINVALID, "server names, cluster names and routes may not contain spaces")
+		}
+	}
+	for _, r := range o.Routes {
+		if !strings.Contains(r, "://") {
+			return mulchat.Errorf(mulchat.EINVALID, "route %q is not a URL like nats-route://host:6222", r)
+		}
+	}
+	return nil
 }
 
 // ServerConfig returns a nats-server configuration file that trusts this
@@ -34,16 +84,8 @@ type ServerConfigOptions struct {
 // with every stored account JWT, JetStream, and optional WebSocket and cluster
 // blocks. The text holds public keys and JWTs only, no seeds.
 func (a *Authority) ServerConfig(ctx context.Context, opts ServerConfigOptions) (string, error) {
-	if opts.ResolverDir == "" {
-		return "", mulchat.Errorf(mulchat.EINVALID, "a resolver directory is required")
-	}
-	if (opts.WSTLSCert == "") != (opts.WSTLSKey == "") {
-		return "", mulchat.Errorf(mulchat.EINVALID, "the WebSocket TLS certificate and key go together")
-	}
-	for _, p := range []int{opts.Port, opts.WSPort, opts.ClusterPort} {
-		if p < -1 || p > 65535 {
-			return "", mulchat.Errorf(mulchat.EINVALID, "port %d is out of range", p)
-		}
+	if err := opts.validate(); err != nil {
+		return "", err
 	}
 	jwts, err := a.AccountJWTs(ctx)
 	if err != nil {
@@ -99,14 +141,18 @@ func (a *Authority) ServerConfig(ctx context.Context, opts ServerConfigOptions) 
 		}
 		b.WriteString("}\n")
 	}
-	if opts.ClusterPort != 0 || opts.ClusterName != "" || len(opts.Routes) > 0 {
+	if opts.Clustered() {
 		b.WriteString("\ncluster: {\n")
 		if opts.ClusterName != "" {
 			fmt.Fprintf(&b, "  name: %s\n", quote(opts.ClusterName))
 		}
-		if opts.ClusterPort != 0 {
-			fmt.Fprintf(&b, "  port: %d\n", opts.ClusterPort)
+		// nats-server treats a cluster block without a port as no cluster
+		// listener at all, so the default is written out.
+		port := opts.ClusterPort
+		if port == 0 {
+			port = 6222
 		}
+		fmt.Fprintf(&b, "  port: %d\n", port)
 		if len(opts.Routes) > 0 {
 			b.WriteString("  routes: [\n")
 			for _, r := range opts.Routes {
