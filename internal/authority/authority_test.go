@@ -335,58 +335,6 @@ func TestRenewAndRevokeRules(t *testing.T) {
 	})
 }
 
-func TestRevocationListIsPruned(t *testing.T) {
-	db := sqltest.OpenSQLite(t)
-	ctx := context.Background()
-	clk := newClock(time.Now())
-	maxTTL := 2 * time.Hour
-	a := openAuthority(t, db, randomMasterKey(t), func(c *Config) {
-		c.Now = clk.Now
-		c.MaxTTL = maxTTL
-		c.DefaultTTL = time.Hour
-	})
-	var oldKeys []string
-	for i := range 5 {
-		u := createUser(t, db, fmt.Sprintf("old%d", i))
-		ic, err := a.IssueUserCredential(ctx, u.ID, "", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
-			t.Fatal(err)
-		}
-		oldKeys = append(oldKeys, ic.PublicKey)
-	}
-	if n := len(chatRevocations(t, db, a)); n != 5 {
-		t.Fatalf("%d revocations, want 5", n)
-	}
-	// Within MaxTTL nothing is pruned; past it, the old entries go.
-	clk.Add(maxTTL - time.Minute)
-	u := createUser(t, db, "mid")
-	ic, _ := a.IssueUserCredential(ctx, u.ID, "", 0)
-	if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(chatRevocations(t, db, a)); n != 6 {
-		t.Fatalf("%d revocations within MaxTTL, want 6", n)
-	}
-	clk.Add(2 * time.Minute)
-	u = createUser(t, db, "new")
-	ic2, _ := a.IssueUserCredential(ctx, u.ID, "", 0)
-	if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
-		t.Fatal(err)
-	}
-	revs := chatRevocations(t, db, a)
-	for _, k := range oldKeys {
-		if revs[k] {
-			t.Errorf("entry older than MaxTTL kept: %s", k)
-		}
-	}
-	if !revs[ic.PublicKey] || !revs[ic2.PublicKey] || len(revs) != 2 {
-		t.Errorf("revocations after pruning: %v", revs)
-	}
-}
-
 // TestCredentialOnRealServer is the end-to-end check of the JWT's permission
 // set against a real nats-server configured from the authority's output.
 func TestCredentialOnRealServer(t *testing.T) {

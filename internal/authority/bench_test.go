@@ -20,7 +20,11 @@ import (
 //   - generated: the server generates the key pair (one fresh user per
 //     iteration, so no previous credential has to be revoked);
 //   - client_key: a client re-requests a JWT for its own key (the same user
-//     and key each iteration), which adds the revocation-list check.
+//     and key each iteration), which adds the revocation-list check;
+//   - new_key: one user gets a generated key every iteration (a new chat
+//     session), so every issue revokes the previous key and rewrites the
+//     account JWT. Simulated time moves one minute per iteration with a 1 h
+//     TTL, so the revocation list holds what a busy hour leaves in it.
 func BenchmarkIssueUserCredential(b *testing.B) {
 	for _, dbName := range []string{"sqlite", "postgres"} {
 		b.Run(dbName+"/generated", func(b *testing.B) {
@@ -38,6 +42,23 @@ func BenchmarkIssueUserCredential(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+		b.Run(dbName+"/new_key", func(b *testing.B) {
+			db := benchStore(b, dbName)
+			clk := newClock(time.Now())
+			a := openAuthority(b, db, randomMasterKey(b), func(c *Config) { c.Now = clk.Now })
+			ctx := context.Background()
+			u := createUser(b, db, "bench")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				clk.Add(time.Minute)
+				if _, err := a.IssueUserCredential(ctx, u.ID, "", time.Hour); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(len(chatRevocations(b, db, a))), "revocations")
 		})
 		b.Run(dbName+"/client_key", func(b *testing.B) {
 			db := benchStore(b, dbName)

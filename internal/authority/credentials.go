@@ -75,6 +75,9 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 	}
 	now := a.now()
 	exp := expiry(now, ttl)
+	if u.NATS.PublicKey == publicKey {
+		exp = notShorter(exp, u.NATS)
+	}
 	token, err := a.signUser(u, publicKey, grants, exp)
 	if err != nil {
 		return nil, err
@@ -118,10 +121,10 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		}
 	}
 
-	var oldKey string
+	var old revocation
 	var oldAccount int64
 	err = a.store.InTx(ctx, func(q mulchat.Queries) error {
-		oldKey, oldAccount = "", 0
+		old, oldAccount = revocation{}, 0
 		cur, err := q.UserByID(ctx, userID)
 		if err != nil {
 			return err
@@ -145,8 +148,8 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 			return errKeyRevoked()
 		}
 		if replaces(prev, publicKey, now) {
-			oldKey, oldAccount = prev.PublicKey, a.accountOf(prev)
-			if _, err := a.revokeKeysTx(ctx, q, oldAccount, now, oldKey); err != nil {
+			old, oldAccount = a.revocationOf(prev, now), a.accountOf(prev)
+			if _, err := a.revokeKeysTx(ctx, q, oldAccount, now, old); err != nil {
 				return err
 			}
 		}
@@ -158,13 +161,13 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 	a.issued.WithLabelValues("issue").Inc()
 	a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
 		"generated", seed != nil, "expires_at", exp)
-	if oldKey != "" {
+	if old.key != "" {
 		// The new credential is committed; failing to propagate the old
 		// key's revocation now must not fail the issue. It is logged, and
 		// PushAccounts at the next start (or the next revocation) carries it.
-		if err := a.propagateRevocation(ctx, userID, oldAccount, now, oldKey); err != nil {
+		if err := a.propagateRevocation(ctx, userID, oldAccount, now, old); err != nil {
 			a.log.Warn("replaced credential revoked in the store but not propagated to NATS",
-				"user_id", userID, "public_key", oldKey, "err", err)
+				"user_id", userID, "public_key", old.key, "err", err)
 		}
 	}
 	return out, nil
@@ -175,6 +178,10 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 // caller has authenticated as the user and the key was never revoked — a
 // client that was offline past its expiry keeps its key. The user's current
 // permission grants are written into the new JWT.
+//
+// The new JWT never expires before the one it renews: a shorter one would
+// leave the older, longer JWT of the same key valid past the expiry the store
+// records, and the revocation entry of the key lives only until that expiry.
 func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl time.Duration) (*IssuedCredential, error) {
 	ttl, err := a.checkTTL(ttl)
 	if err != nil {
@@ -189,7 +196,7 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 	}
 	publicKey := u.NATS.PublicKey
 	now := a.now()
-	exp := expiry(now, ttl)
+	exp := notShorter(expiry(now, ttl), u.NATS)
 	token, err := a.signUser(u, publicKey, grants, exp)
 	if err != nil {
 		return nil, err
@@ -258,7 +265,7 @@ func renewable(u *mulchat.User) error {
 
 // RevokeUserCredential revokes the user's current credential: it sets
 // nats_expired_at and adds the key to its account's revocation list (pruned of
-// entries older than MaxTTL) in one transaction, then pushes the account JWT
+// entries whose JWTs have all expired) in one transaction, then pushes the account JWT
 // to the servers, which close the key's connections, and calls the Kicker.
 //
 // It is idempotent: revoking a credential that is already revoked changes
@@ -269,7 +276,7 @@ func renewable(u *mulchat.User) error {
 // propagates it.
 func (a *Authority) RevokeUserCredential(ctx context.Context, userID int64) error {
 	now := a.now()
-	var key string
+	var rev revocation
 	var account int64
 	var newly bool
 	err := a.store.InTx(ctx, func(q mulchat.Queries) error {
@@ -293,8 +300,8 @@ func (a *Authority) RevokeUserCredential(ctx context.Context, userID int64) erro
 		if u.NATS.PublicKey == "" {
 			return mulchat.Errorf(mulchat.ENOTFOUND, "the user has no NATS credential")
 		}
-		key, account = u.NATS.PublicKey, a.accountOf(u.NATS)
-		if _, err := a.revokeKeysTx(ctx, q, account, now, key); err != nil {
+		rev, account = a.revocationOf(u.NATS, now), a.accountOf(u.NATS)
+		if _, err := a.revokeKeysTx(ctx, q, account, now, rev); err != nil {
 			return err
 		}
 		if u.NATS.ExpiredAt == nil {
@@ -309,8 +316,8 @@ func (a *Authority) RevokeUserCredential(ctx context.Context, userID int64) erro
 	if newly {
 		a.revoked.Inc()
 	}
-	a.log.Info("revoked nats credential", "user_id", userID, "public_key", key, "already_revoked", !newly)
-	return a.propagateRevocation(ctx, userID, account, now, key)
+	a.log.Info("revoked nats credential", "user_id", userID, "public_key", rev.key, "already_revoked", !newly)
+	return a.propagateRevocation(ctx, userID, account, now, rev)
 }
 
 // accountOf returns the account a credential belongs to; a credential
@@ -332,10 +339,10 @@ func (a *Authority) revocationTime(now time.Time) time.Time {
 	return now
 }
 
-// revokeKeysTx adds keys to the account's revocation list, prunes entries
-// older than MaxTTL and stores the re-signed account JWT, inside q's
-// transaction. It returns the new account JWT.
-func (a *Authority) revokeKeysTx(ctx context.Context, q mulchat.Queries, accountID int64, now time.Time, keys ...string) (string, error) {
+// revokeKeysTx adds revocations to the account's revocation list, prunes
+// entries whose JWTs have all expired and stores the re-signed account JWT,
+// inside q's transaction. It returns the new account JWT.
+func (a *Authority) revokeKeysTx(ctx context.Context, q mulchat.Queries, accountID int64, now time.Time, revs ...revocation) (string, error) {
 	acct, err := a.lockAccount(ctx, q, accountID)
 	if err != nil {
 		return "", err
@@ -344,11 +351,12 @@ func (a *Authority) revokeKeysTx(ctx context.Context, q mulchat.Queries, account
 	if err != nil {
 		return "", mulchat.WrapError(mulchat.EINTERNAL, err, "the stored JWT of account "+acct.Name+" is not valid")
 	}
+	a.upgradeRevocations(claims)
 	at := a.revocationTime(now)
-	for _, k := range keys {
-		claims.RevokeAt(k, at)
+	for _, r := range revs {
+		claims.RevokeAt(r.key, r.stamp(at))
 	}
-	a.pruneRevocations(claims, now)
+	pruneRevocations(claims, now)
 	token, err := claims.Encode(a.operatorKP)
 	if err != nil {
 		return "", mulchat.WrapError(mulchat.EINTERNAL, err, "cannot sign the account JWT of "+acct.Name)
@@ -375,11 +383,14 @@ func (a *Authority) lockAccount(ctx context.Context, q mulchat.Queries, id int64
 	return q.NATSAccountByID(ctx, id)
 }
 
-// pruneRevocations drops revocation entries older than MaxTTL: every JWT they
-// could revoke was issued before the entry and so has expired by now. This
-// keeps the account JWT bounded by the number of revocations in one MaxTTL.
-func (a *Authority) pruneRevocations(claims *jwt.AccountClaims, now time.Time) int {
-	cutoff := now.Add(-a.maxTTL).Unix()
+// pruneRevocations drops the entries whose timestamp has passed: the
+// timestamp of an entry written here is the latest expiry of any JWT signed
+// for its key (see revocation), so once it is past there is nothing left for
+// the entry to refuse. The account JWT then holds only the revoked keys that
+// still have a valid JWT, a number bounded by the sessions replaced or
+// revoked within one credential lifetime, not within MaxTTL.
+func pruneRevocations(claims *jwt.AccountClaims, now time.Time) int {
+	cutoff := now.Unix()
 	n := 0
 	for k, ts := range claims.Revocations {
 		if k != jwt.All && ts < cutoff {
@@ -396,7 +407,8 @@ func (a *Authority) pruneRevocations(claims *jwt.AccountClaims, now time.Time) i
 // Account rewrites lock the account row (NATSAccountLocker), so a concurrent
 // rewrite cannot drop this key; the check after the commit is the safety net
 // for a store without row locks, and costs one cached read.
-func (a *Authority) propagateRevocation(ctx context.Context, userID, accountID int64, now time.Time, key string) error {
+func (a *Authority) propagateRevocation(ctx context.Context, userID, accountID int64, now time.Time, rev revocation) error {
+	key := rev.key
 	var token string
 	for attempt := 0; ; attempt++ {
 		acct, err := a.store.NATSAccountByID(ctx, accountID)
@@ -415,7 +427,7 @@ func (a *Authority) propagateRevocation(ctx context.Context, userID, accountID i
 			return mulchat.Errorf(mulchat.EINTERNAL, "the revocation of %s keeps being overwritten by concurrent account updates", key)
 		}
 		err = a.store.InTx(ctx, func(q mulchat.Queries) error {
-			_, err := a.revokeKeysTx(ctx, q, accountID, now, key)
+			_, err := a.revokeKeysTx(ctx, q, accountID, now, rev)
 			return err
 		})
 		if err != nil {
@@ -437,7 +449,10 @@ func (a *Authority) propagateRevocation(ctx context.Context, userID, accountID i
 	return nil
 }
 
-// keyRevoked reports whether the account's revocation list names key.
+// keyRevoked reports whether the account's revocation list names key with an
+// entry that is still in force. An entry whose time has passed (left until the
+// next rewrite prunes it) no longer counts: every JWT it covers has expired,
+// and a JWT signed now is not covered by it.
 func (a *Authority) keyRevoked(ctx context.Context, accountID int64, key string) (bool, error) {
 	acct, err := a.store.NATSAccountByID(ctx, accountID)
 	if err != nil {
@@ -447,8 +462,85 @@ func (a *Authority) keyRevoked(ctx context.Context, accountID int64, key string)
 	if err != nil {
 		return false, mulchat.WrapError(mulchat.EINTERNAL, err, "the stored JWT of account "+acct.Name+" is not valid")
 	}
-	_, ok := claims.Revocations[key]
-	return ok, nil
+	ts, ok := claims.Revocations[key]
+	if !ok {
+		return false, nil
+	}
+	if !claims.Tags.Contains(revocationsTag) {
+		ts += int64(a.maxTTL / time.Second)
+	}
+	// The earlier of the two clocks: a JWT signed now carries the wall
+	// clock's iat, and must not fall under the entry.
+	earliest := a.now()
+	if wall := time.Now(); wall.Before(earliest) {
+		earliest = wall
+	}
+	return ts >= earliest.Unix(), nil
+}
+
+// revocationsTag marks an account JWT whose revocation timestamps are the
+// "until" of revocation below. Entries of a JWT without it were written by an
+// older mulchat as the revocation time, and may cover JWTs valid for up to
+// MaxTTL after it.
+const revocationsTag = "mulchat-revocations:until-expiry"
+
+// revocation is a key to revoke and the latest expiry of any JWT signed for
+// it (the users.nats_expires_at of the credential, which renewals never
+// shorten).
+type revocation struct {
+	key   string
+	until time.Time
+}
+
+// revocationOf is the revocation of credential c, revoked now. A credential
+// without a recorded expiry (not one mulchat signed) is given MaxTTL.
+func (a *Authority) revocationOf(c mulchat.NATSCredential, now time.Time) revocation {
+	r := revocation{key: c.PublicKey, until: now.Add(a.maxTTL)}
+	if c.ExpiresAt != nil {
+		r.until = *c.ExpiresAt
+	}
+	return r
+}
+
+// stamp is the timestamp written in the account JWT for r, revoked at at.
+// NATS refuses a user JWT whose iat is not after the entry's timestamp, so a
+// timestamp at the key's last expiry refuses every JWT signed for the key up
+// to the revocation, as the revocation time would, and records when the entry
+// can go (pruneRevocations). It also refuses JWTs of that key signed after the
+// revocation, until then; mulchat signs none (keyRevoked).
+func (r revocation) stamp(at time.Time) time.Time {
+	if r.until.After(at) {
+		return r.until
+	}
+	return at
+}
+
+// upgradeRevocations converts the entries of an account JWT written by an
+// older mulchat, whose timestamp was the revocation time, to the "until"
+// form: revocation time plus MaxTTL, the latest a JWT it covers can expire.
+// The entries then refuse exactly the JWTs they did, and are pruned when the
+// old rule would have pruned them.
+func (a *Authority) upgradeRevocations(claims *jwt.AccountClaims) {
+	if claims.Tags.Contains(revocationsTag) {
+		return
+	}
+	for k, ts := range claims.Revocations {
+		if k != jwt.All {
+			claims.Revocations[k] = ts + int64(a.maxTTL/time.Second)
+		}
+	}
+	claims.Tags.Add(revocationsTag)
+}
+
+// notShorter returns exp, or the expiry of the current credential c if that
+// is later and c is not revoked: a JWT of c's key never expires before one
+// already signed for it, so users.nats_expires_at stays the latest expiry of
+// the key's JWTs.
+func notShorter(exp time.Time, c mulchat.NATSCredential) time.Time {
+	if c.ExpiredAt == nil && c.ExpiresAt != nil && c.ExpiresAt.After(exp) {
+		return c.ExpiresAt.UTC()
+	}
+	return exp
 }
 
 func errUserDisabled() error {
