@@ -3,11 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mulchat/mulchat"
+	"github.com/mulchat/mulchat/internal/app"
+	"github.com/mulchat/mulchat/internal/router"
 	"github.com/mulchat/mulchat/internal/sqlstore"
 	"github.com/spf13/cobra"
 )
@@ -86,10 +92,24 @@ func newRoomCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// The members are read first: after the delete there is no
+				// one left to tell.
+				members, err := db.ListRoomMembers(ctx, r.ID)
+				if err != nil {
+					return err
+				}
 				if err := db.DeleteRoom(ctx, r.ID); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "deleted room %s (id %d)\n", printable(r.Name), r.ID)
+				notifyRunning(cmd, g, db, func(ctx context.Context, n *router.Notifier) error {
+					for _, m := range members {
+						if err := n.MembershipChanged(ctx, r.ID, m.UserID, mulchat.MembershipDeleted); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
 				return nil
 			})
 		},
@@ -122,6 +142,9 @@ func newRoomCommand(g *globals) *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "added %s to %s as %s\n", printable(u.Username), printable(r.Name), role)
+				notifyRunning(cmd, g, db, func(ctx context.Context, n *router.Notifier) error {
+					return n.MembershipChanged(ctx, r.ID, u.ID, mulchat.MembershipJoined)
+				})
 				return nil
 			})
 		},
@@ -149,6 +172,9 @@ func newRoomCommand(g *globals) *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %s from %s\n", printable(u.Username), printable(r.Name))
+				notifyRunning(cmd, g, db, func(ctx context.Context, n *router.Notifier) error {
+					return n.MembershipChanged(ctx, r.ID, u.ID, mulchat.MembershipRemoved)
+				})
 				return nil
 			})
 		},
@@ -181,4 +207,61 @@ func roomByRef(ctx context.Context, db *sqlstore.DB, ref string) (*mulchat.Room,
 		return nil, mulchat.Errorf(mulchat.ENOTFOUND, "no room %q", ref)
 	}
 	return r, err
+}
+
+// cacheTTLNote is how long a running server may act on a change it was not
+// told about: the router's membership and user cache lifetime.
+const cacheTTLNote = "running servers apply it within their cache lifetime (30 s)"
+
+// runningNATSURLs names the NATS of the running servers: --nats-url, or the
+// embedded server of a "mulchat serve" on this data directory (the file it
+// writes while it runs). ENOTFOUND when neither is there.
+func runningNATSURLs(g *globals) ([]string, error) {
+	url := g.natsURL
+	if url == "" {
+		b, err := os.ReadFile(filepath.Join(g.dataDir, app.RunningNATSURLFile))
+		if err != nil {
+			return nil, mulchat.Errorf(mulchat.ENOTFOUND, "no running server found (no --nats-url, no %s in the data directory)", app.RunningNATSURLFile)
+		}
+		url = strings.TrimSpace(string(b))
+	}
+	return strings.Split(url, ","), nil
+}
+
+// notifyRunning tells the running servers about a change already committed
+// to the database, with fn on a router.Notifier connected as a chat-account
+// service user, so their routers enforce it at once (issue 3: within a
+// second) instead of when their caches expire. The change stands either way:
+// no reachable server, or a failed notification, is a warning on stderr, not
+// an error.
+func notifyRunning(cmd *cobra.Command, g *globals, db *sqlstore.DB, fn func(ctx context.Context, n *router.Notifier) error) {
+	logger := cliLogger(cmd, g)
+	warn := func(err error) {
+		logger.Warn("the change is saved, but running servers were not told; "+cacheTTLNote, slog.Any("err", err))
+	}
+	urls, err := runningNATSURLs(g)
+	if err != nil {
+		warn(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+	defer cancel()
+	a, err := app.OpenAuthority(ctx, appConfig(g, logger), db, nil)
+	if err != nil {
+		warn(err)
+		return
+	}
+	nc, err := app.ConnectService(ctx, a, urls, "admin", false, logger)
+	if err != nil {
+		warn(err)
+		return
+	}
+	defer nc.Close()
+	n, err := router.NewNotifier(nc)
+	if err == nil {
+		err = fn(ctx, n)
+	}
+	if err != nil {
+		warn(err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -12,7 +13,11 @@ import (
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/app"
+	"github.com/mulchat/mulchat/internal/authority"
 	"github.com/mulchat/mulchat/internal/password"
+	"github.com/mulchat/mulchat/internal/router"
+	"github.com/mulchat/mulchat/internal/sqlstore"
+	"github.com/mulchat/mulchat/internal/tracker"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -116,17 +121,24 @@ func newUserCommand(g *globals) *cobra.Command {
 				if err := db.UpdateUserActive(ctx, u.ID, active); err != nil {
 					return err
 				}
+				// The routers of running servers cache whether a user is
+				// active: tell them, so a disabled user's sends are refused
+				// (and an enabled one's accepted) at once.
+				notifyRunning(cmd, g, db, func(ctx context.Context, n *router.Notifier) error {
+					return n.UserChanged(ctx, u.ID)
+				})
 				verb := "enabled"
 				if !active {
 					verb = "disabled"
 					// A disabled user keeps no working NATS credential.
 					if u.NATS.Status(time.Now()) == mulchat.CredentialActive {
-						a, err := app.OpenAuthority(ctx, appConfig(g, cliLogger(cmd, g)), db, nil)
+						logger := cliLogger(cmd, g)
+						a, err := app.OpenAuthority(ctx, appConfig(g, logger), db, nil)
 						if err != nil {
 							return err
 						}
-						closePush := connectPusher(cmd, g, a)
-						defer closePush()
+						closeRevoker := connectRevoker(cmd, g, a, db)
+						defer closeRevoker()
 						if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
 							return err
 						}
@@ -173,6 +185,28 @@ func newUserCommand(g *globals) *cobra.Command {
 
 	cmd.AddCommand(create, list, setActive(false), setActive(true), passwd)
 	return cmd
+}
+
+// connectRevoker connects to the running NATS as a system-account service
+// user and gives the authority what a serving mulchat gives it: the pusher
+// (the servers get the account JWT with the revocation and close the key's
+// connections) and the tracker's KickUser as Kicker (every live connection of
+// the key is kicked and its session row closed). It returns the function that
+// closes the connection. No reachable server is a warning: the revocation is
+// stored and reaches NATS when mulchat next starts.
+func connectRevoker(cmd *cobra.Command, g *globals, a *authority.Authority, db *sqlstore.DB) func() {
+	logger := cliLogger(cmd, g)
+	nc, err := connectSystem(cmd, g, a)
+	if err != nil {
+		logger.Warn("NATS is not reachable; the revocation reaches it when mulchat next starts", slog.Any("err", err))
+		return func() {}
+	}
+	a.SetPusher(authority.NewClaimsPusher(nc))
+	tr, err := tracker.New(tracker.Config{Store: db, SysConn: nc, ChatAccount: a.ChatAccountPublicKey(), Logger: logger})
+	if err == nil {
+		a.SetKicker(tr.KickUser)
+	}
+	return func() { _ = nc.Drain() }
 }
 
 type userFinder interface {
