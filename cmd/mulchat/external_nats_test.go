@@ -239,3 +239,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestServeWebSocketTLSSettings: --nats-ws-tls-cert/--nats-ws-tls-key and
+// their MULCHAT_* variables reach the embedded server, which refuses to
+// start without a loadable certificate (the wss path itself is tested in
+// internal/app, TestWebSocketTLS).
+func TestServeWebSocketTLSSettings(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	serve := []string{"serve", "--http-addr", "127.0.0.1:0", "--nats-port", "-1", "--nats-ws-port", "-1"}
+	newCLI(t).fails("go together", "", append(serve, "--nats-ws-tls-cert", missing)...)
+	newCLI(t, "MULCHAT_NATS_WS_TLS_CERT="+missing, "MULCHAT_NATS_WS_TLS_KEY="+missing).
+		fails("cannot load the WebSocket TLS certificate", "", serve...)
+	newCLI(t).fails("needs a WebSocket port", "", "serve", "--http-addr", "127.0.0.1:0", "--nats-port", "-1",
+		"--nats-ws-port", "0", "--nats-ws-tls-cert", missing, "--nats-ws-tls-key", missing)
+}

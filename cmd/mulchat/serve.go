@@ -22,6 +22,8 @@ type serveFlags struct {
 	natsHost         string
 	natsPort         int
 	natsWSPort       int
+	natsWSTLSCert    string
+	natsWSTLSKey     string
 	natsPublicURLs   []string
 	noMigrate        bool
 	credentialTTL    time.Duration
@@ -57,6 +59,8 @@ variable. SIGINT or SIGTERM shuts it down cleanly.`,
 	fl.StringVar(&f.natsHost, "nats-host", "127.0.0.1", "listen host of the embedded NATS server")
 	fl.IntVar(&f.natsPort, "nats-port", app.DefaultNATSPort, "client port of the embedded NATS server (-1 = a random free port)")
 	fl.IntVar(&f.natsWSPort, "nats-ws-port", app.DefaultNATSWSPort, "WebSocket port of the embedded NATS server (-1 = a random free port)")
+	fl.StringVar(&f.natsWSTLSCert, "nats-ws-tls-cert", "", "TLS certificate (PEM) of the embedded server's WebSocket listener: wss instead of ws")
+	fl.StringVar(&f.natsWSTLSKey, "nats-ws-tls-key", "", "TLS key (PEM) going with --nats-ws-tls-cert")
 	fl.StringSliceVar(&f.natsPublicURLs, "nats-public-url", nil, "NATS URLs handed to clients instead of the server's own (comma-separated)")
 	fl.BoolVar(&f.noMigrate, "no-migrate", false, "do not migrate the database on start (refuse to run if it is not current)")
 	fl.DurationVar(&f.credentialTTL, "credential-ttl", 24*time.Hour, "default lifetime of a user's NATS credential")
@@ -81,6 +85,7 @@ func runServe(ctx context.Context, g *globals, f serveFlags, stderr io.Writer) e
 	cfg.NATSHost = f.natsHost
 	cfg.NATSPort = f.natsPort
 	cfg.NATSWSPort = f.natsWSPort
+	cfg.NATSWSTLSCert, cfg.NATSWSTLSKey = f.natsWSTLSCert, f.natsWSTLSKey
 	cfg.NATSPortFallback = f.natsPortFallback
 	cfg.NATSPublicURLs = f.natsPublicURLs
 	cfg.NoMigrate = f.noMigrate

@@ -50,6 +50,12 @@ type Config struct {
 	NATSHost   string
 	NATSPort   int
 	NATSWSPort int
+	// NATSWSTLSCert and NATSWSTLSKey (PEM files) make the embedded server's
+	// WebSocket listener wss, and nats_urls hand out wss:// URLs. Without
+	// them it is plain ws, only reasonable on localhost or behind a TLS
+	// proxy. They need a WebSocket port and are unused with NATSURL.
+	NATSWSTLSCert string
+	NATSWSTLSKey  string
 	// NATSPortFallback makes the embedded server take free ports when
 	// NATSPort or NATSWSPort is already in use (serve sets it when the ports
 	// were not asked for explicitly, so a laptop that already runs a NATS
@@ -288,6 +294,9 @@ func (m *Main) startNATS(ctx context.Context) error {
 		m.logger.Info("using external NATS", slog.Any("urls", m.clientURLs))
 		return nil
 	}
+	if m.cfg.NATSWSTLSCert != "" && m.cfg.NATSWSPort == 0 {
+		return mulchat.Errorf(mulchat.EINVALID, "a WebSocket TLS certificate needs a WebSocket port (--nats-ws-port)")
+	}
 	jwts, err := m.Authority.AccountJWTs(ctx)
 	if err != nil {
 		return err
@@ -302,6 +311,8 @@ func (m *Main) startNATS(ctx context.Context) error {
 		Host:          m.cfg.NATSHost,
 		Port:          port,
 		WSPort:        wsPort,
+		WSTLSCert:     m.cfg.NATSWSTLSCert,
+		WSTLSKey:      m.cfg.NATSWSTLSKey,
 		OperatorJWT:   m.Authority.OperatorJWT(),
 		SystemAccount: m.Authority.SystemAccountPublicKey(),
 		AccountJWTs:   jwts,
