@@ -1,0 +1,312 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mulchat/mulchat"
+	"github.com/mulchat/mulchat/internal/app"
+	"github.com/mulchat/mulchat/internal/authority"
+	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// TestExternalNATSServer runs the scaled deployment of docs/nats.md end to
+// end: the keys are created first (OpenStore + OpenAuthority, as `mulchat
+// nats server-config` does), a nats-server binary built from the module runs
+// as its own process with the printed configuration, and mulchat starts with
+// NATSURL — one instance on SQLite, two instances (separate data
+// directories, one master key) on one PostgreSQL database. Two users
+// registered over HTTP exchange a message through the router, the sender's
+// session appears, and a revocation closes the sender's connection.
+func TestExternalNATSServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a nats-server binary")
+	}
+	bin := filepath.Join(t.TempDir(), "nats-server")
+	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if out, err := exec.Command(goCmd, "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		t.Fatalf("building nats-server: %v\n%s", err, out)
+	}
+	cases := []struct {
+		name      string
+		instances int
+	}{
+		{"sqlite", 1},
+		{"postgres", 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			cfg := app.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0"}
+			if c.name == "postgres" {
+				cfg.DatabaseURL = sqltest.NewPostgresDatabaseURL(t)
+			}
+
+			// 1. Create the keys and print the server configuration: the
+			// server must trust the operator before mulchat can connect.
+			db, err := app.OpenStore(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := app.OpenAuthority(ctx, cfg, db, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			natsDir := t.TempDir()
+			text, err := a.ServerConfig(ctx, authority.ServerConfigOptions{
+				Host: "127.0.0.1", Port: -1,
+				ResolverDir:  filepath.Join(natsDir, "resolver"),
+				JetStreamDir: filepath.Join(natsDir, "jetstream"),
+			})
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// 2. Start the external server.
+			url := startNATSServerProcess(t, bin, natsDir, text)
+
+			// 3. Start mulchat against it. Further instances run as on other
+			// machines: their own data directory, the same master key.
+			key, err := authority.LoadMasterKey(cfg.DataDir, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.NATSURL = url
+			var ms []*app.Main
+			for i := range c.instances {
+				icfg := cfg
+				if i > 0 {
+					icfg.DataDir, icfg.MasterKey = t.TempDir(), key
+				}
+				m, err := app.Start(ctx, icfg)
+				if err != nil {
+					t.Fatalf("instance %d: %v", i, err)
+				}
+				defer m.Close()
+				if m.NATSServer() != nil {
+					t.Fatal("an embedded server started despite NATSURL")
+				}
+				ms = append(ms, m)
+			}
+			first, last := ms[0].HTTPURL()+"/api/v1", ms[len(ms)-1].HTTPURL()+"/api/v1"
+
+			alice := registerAndIssue(t, first, "alice")
+			bob := registerAndIssue(t, last, "bob")
+			st, room := post(t, first+"/rooms", alice.token, map[string]any{"name": "general"})
+			if st != 201 {
+				t.Fatalf("create room: %d %v", st, room)
+			}
+			roomID := int64(room["id"].(float64))
+			if st, body := post(t, last+"/rooms/"+strconv.FormatInt(roomID, 10)+"/join", bob.token, nil); st != 200 {
+				t.Fatalf("join: %d %v", st, body)
+			}
+			for _, u := range []issued{alice, bob} {
+				if len(u.urls) != 1 || u.urls[0] != url {
+					t.Fatalf("nats_urls %v, want [%s]", u.urls, url)
+				}
+			}
+
+			// 4. A message from bob reaches alice through the router.
+			anc := connectUser(t, alice, nil)
+			inbox, err := anc.SubscribeSync(mulchat.UserSubject(alice.id, "msg"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := anc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			closed := make(chan struct{})
+			bnc := connectUser(t, bob, closed)
+			req, _ := json.Marshal(mulchat.SendRequest{Text: "hello over the external server"})
+			reply, err := bnc.Request(mulchat.SendSubject(roomID, bob.id), req, 10*time.Second)
+			if err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			var sr mulchat.SendReply
+			if err := json.Unmarshal(reply.Data, &sr); err != nil || sr.Error != nil || sr.Seq == 0 {
+				t.Fatalf("send reply %s (%v)", reply.Data, err)
+			}
+			got, err := inbox.NextMsg(10 * time.Second)
+			if err != nil {
+				t.Fatalf("alice received nothing: %v", err)
+			}
+			var msg mulchat.Message
+			if err := json.Unmarshal(got.Data, &msg); err != nil {
+				t.Fatal(err)
+			}
+			if msg.Text != "hello over the external server" || msg.Sender.ID != bob.id || msg.Seq != sr.Seq || msg.RoomID != roomID {
+				t.Fatalf("delivered %+v, want bob's message seq %d", msg, sr.Seq)
+			}
+
+			// 5. Bob's connection is recorded as a session (asked of the
+			// first instance, whichever tracker wrote it).
+			waitUntil(t, "bob's session row", func() bool {
+				return len(sessions(t, first, bob.token)) > 0
+			})
+
+			// 6. Revoking (through the first instance) closes bob's
+			// connection and his key is refused from then on.
+			del, _ := http.NewRequest("DELETE", first+"/me/credentials", nil)
+			del.Header.Set("Authorization", "Bearer "+bob.token)
+			resp, err := http.DefaultClient.Do(del)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 204 {
+				t.Fatalf("revoke: %d", resp.StatusCode)
+			}
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the revoked connection stayed open")
+			}
+			if nc, err := nats.Connect(url, nats.UserJWTAndSeed(bob.jwt, bob.seed), nats.NoReconnect()); err == nil {
+				nc.Close()
+				t.Fatal("the external server accepted a revoked credential")
+			}
+		})
+	}
+}
+
+// issued is a user registered over HTTP with a server-generated credential.
+type issued struct {
+	id        int64
+	token     string
+	jwt, seed string
+	urls      []string
+	username  string
+}
+
+func registerAndIssue(t *testing.T, base, username string) issued {
+	t.Helper()
+	const password = "correct horse battery"
+	if st, body := post(t, base+"/users", "", map[string]any{"username": username, "password": password}); st != 201 {
+		t.Fatalf("register %s: %d %v", username, st, body)
+	}
+	_, login := post(t, base+"/login", "", map[string]any{"username": username, "password": password})
+	token, _ := login["token"].(string)
+	st, cred := post(t, base+"/me/credentials", token, nil)
+	if st != 201 {
+		t.Fatalf("issue for %s: %d %v", username, st, cred)
+	}
+	u := issued{token: token, jwt: cred["jwt"].(string), seed: cred["seed"].(string), username: username}
+	for _, v := range cred["nats_urls"].([]any) {
+		u.urls = append(u.urls, v.(string))
+	}
+	req, _ := http.NewRequest("GET", base+"/me", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var me struct{ ID int64 }
+	if err := json.NewDecoder(resp.Body).Decode(&me); err != nil || me.ID == 0 {
+		t.Fatalf("GET /me: %v", err)
+	}
+	u.id = me.ID
+	return u
+}
+
+// connectUser connects with the user's credential to the first URL handed
+// out, with the inbox prefix the user's permissions allow; closed (if not
+// nil) is closed when the connection is.
+func connectUser(t *testing.T, u issued, closed chan struct{}) *nats.Conn {
+	t.Helper()
+	opts := []nats.Option{nats.UserJWTAndSeed(u.jwt, u.seed), nats.NoReconnect(),
+		nats.CustomInboxPrefix("_INBOX." + strconv.FormatInt(u.id, 10)),
+		// The revocation's error is expected; keep it out of the test output.
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})}
+	if closed != nil {
+		opts = append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	}
+	nc, err := nats.Connect(u.urls[0], opts...)
+	if err != nil {
+		t.Fatalf("%s cannot connect: %v", u.username, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func sessions(t *testing.T, base, token string) []any {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/me/sessions", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Sessions []any }
+	json.NewDecoder(resp.Body).Decode(&body)
+	return body.Sessions
+}
+
+// waitUntil polls cond; the bound is for asynchronous work, not a speed.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startNATSServerProcess runs bin with the configuration text and returns
+// its client URL, read from the ports file the server writes once it
+// listens. The server is stopped with SIGTERM when the test ends.
+func startNATSServerProcess(t *testing.T, bin, dir, text string) string {
+	t.Helper()
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	portsDir := filepath.Join(dir, "ports")
+	if err := os.Mkdir(portsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "server.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf, "--ports_file_dir", portsDir)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		logFile.Close()
+	})
+	path := filepath.Join(portsDir, "nats-server_"+strconv.Itoa(cmd.Process.Pid)+".ports")
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil {
+			var p server.Ports
+			if json.Unmarshal(b, &p) == nil && len(p.Nats) > 0 {
+				return p.Nats[0]
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(logPath)
+	t.Fatalf("nats-server wrote no ports file\n%s", log)
+	return ""
+}
