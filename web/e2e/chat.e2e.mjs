@@ -367,6 +367,9 @@ try {
   // Alice's page reconnected: bob, who shares the room, is told she is
   // online (presence events from the tracker through the router).
   await b.waitForSelector("#online-count:text-is('2 online')", { timeout: TIMEOUT });
+  // And alice's new page knows bob is online although no event said so
+  // since it connected: it asked the router (chat.api.<uid>.presence).
+  await a.waitForSelector("#online-count:text-is('2 online')", { timeout: TIMEOUT });
   const afterReload = await messageTexts(a);
   check(afterReload.length === Math.min(50, before.length), `reload shows the newest page (${afterReload.length} of ${before.length})`);
   check(afterReload.at(-1) === before.at(-1), "reload shows the latest message last");

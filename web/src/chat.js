@@ -352,6 +352,21 @@ export class Chat {
   }
 }
 
+// presenceStatuses reads the router's answer to chat.api.<uid>.presence,
+// {"members": [{"user_id", "username", "status"}]} with status "online" or
+// "offline" (PresenceReply in realtime.go), as [user id, online] pairs;
+// anything else gives none.
+export function presenceStatuses(res) {
+  const members = res && Array.isArray(res.members) ? res.members : [];
+  const out = [];
+  for (const m of members) {
+    if (!m || typeof m.user_id !== "number") continue;
+    if (m.status === "online") out.push([m.user_id, true]);
+    else if (m.status === "offline") out.push([m.user_id, false]);
+  }
+  return out;
+}
+
 // clientName is "mulchat-web; <browser> on <system>", from the user agent.
 export function clientName(ua = typeof navigator === "undefined" ? "" : navigator.userAgent) {
   const browser = [

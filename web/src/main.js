@@ -5,7 +5,7 @@
 // inserted by sequence number) so scroll position and pending sends survive.
 
 import { API, APIError, friendlyError } from "./api.js";
-import { Chat, newSeed } from "./chat.js";
+import { Chat, newSeed, presenceStatuses } from "./chat.js";
 import { h, replace, randomID, formatTime, formatDateTime, formatDay, dayKey, fullTimeTitle } from "./dom.js";
 
 const PAGE = 50; // messages per history page
@@ -1010,16 +1010,20 @@ async function refreshMembers(roomID) {
 }
 
 // refreshPresence asks the router who in a room is online
-// (chat.api.<uid>.presence). Presence events only announce changes, so
-// without this the page knows only who came or went since it connected; a
-// router without the operation answers an error, which is not one for the
-// page.
+// (chat.api.<uid>.presence, answered {"members": [{"user_id", "username",
+// "status"}]}). Presence events only announce changes, so without this the
+// page knows only who came or went since it connected; an error answer
+// leaves what the page knows unchanged.
 async function refreshPresence(roomID) {
   if (!state.chat || !isMember(state.rooms.get(roomID))) return;
   try {
     const res = await state.chat.api2("presence", { room_id: roomID });
-    const list = (res && (res.online || res.users || res.user_ids)) || [];
-    for (const u of list) state.online.add(typeof u === "object" ? u.id || u.user_id : u);
+    // The answer is a snapshot: it also says who is offline, which corrects
+    // an "online" from before a missed offline event.
+    for (const [id, online] of presenceStatuses(res)) {
+      if (online) state.online.add(id);
+      else state.online.delete(id);
+    }
     renderSidebar();
     if (roomID === state.openRoom) renderRoomHeader();
   } catch {
@@ -1033,7 +1037,12 @@ async function refreshUnread() {
   const mine = [...state.rooms.values()].filter(isMember);
   await Promise.all(
     mine.map(async (r) => {
-      if (r.id === state.openRoom) return;
+      if (r.id === state.openRoom) {
+        // Its messages are on screen; who is online may have changed
+        // while the page was disconnected.
+        refreshPresence(r.id);
+        return;
+      }
       try {
         const res = await state.api.messages(r.id, 0, PAGE);
         const msgs = res.messages || [];

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createUser } from "@nats-io/nkeys";
-import { pickWebSocketURL, jwtClaims, newSeed, clientName } from "../src/chat.js";
+import { pickWebSocketURL, jwtClaims, newSeed, clientName, presenceStatuses } from "../src/chat.js";
 import { APIError, friendlyError } from "../src/api.js";
 
 const page = (protocol, hostname) => ({ protocol, hostname });
@@ -60,4 +60,29 @@ test("clientName names browser and system", () => {
     ["", "mulchat-web"],
   ];
   for (const [ua, want] of cases) assert.equal(clientName(ua), want);
+});
+
+test("presenceStatuses reads the router's presence answer", () => {
+  const cases = [
+    [
+      {
+        members: [
+          { user_id: 1, username: "alice", status: "online" },
+          { user_id: 2, username: "bob", status: "offline" },
+          { user_id: "3", username: "bad id", status: "online" },
+          { user_id: 4, username: "odd", status: "away" },
+          null,
+        ],
+      },
+      [
+        [1, true],
+        [2, false],
+      ],
+    ],
+    [{ members: [] }, []],
+    [{ online: [1, 2] }, []],
+    [null, []],
+    [{ members: "x" }, []],
+  ];
+  for (const [res, want] of cases) assert.deepEqual(presenceStatuses(res), want, JSON.stringify(res));
 });
