@@ -40,6 +40,11 @@ type Config struct {
 	NATSURLs []string
 	// CredentialTTL is the lifetime asked for each JWT; 0 = server default.
 	CredentialTTL time.Duration
+	// KeyFile, when set, keeps the client's nkey seed across sessions (0600;
+	// DefaultKeyFile is `mulchat chat`'s choice). The next session presents
+	// the same key, and the server refreshes its JWT rather than revoking it
+	// for a new key. Empty: a new key pair per Client, kept in memory only.
+	KeyFile string
 	// RequestTimeout bounds one attempt of a NATS request; 0 = 5 s.
 	RequestTimeout time.Duration
 	// SendAttempts is how many times Send tries a request that timed out or
@@ -92,6 +97,7 @@ type Client struct {
 	user           User
 	kp             nkeys.KeyPair
 	publicKey      string
+	keyFromFile    bool // kp was read from Config.KeyFile, not created now
 	cred           Credential
 	credIssuedAt   time.Time // local time the JWT was received
 	credLifetime   time.Duration
@@ -190,9 +196,15 @@ func (c *Client) CredentialExpiresAt() time.Time {
 	return c.cred.ExpiresAt
 }
 
-// EnsureCredential generates the client's nkey pair (once per Client) and
-// asks the server for a JWT for its public key. The seed stays in this
-// process. Calling it again obtains a fresh JWT for the same key.
+// EnsureCredential generates the client's nkey pair (once per Client), or
+// reads it from Config.KeyFile, and asks the server for a JWT for its public
+// key. The seed stays in this process (and the key file). Calling it again
+// obtains a fresh JWT for the same key.
+//
+// For a key the server already holds as the user's current one, issuing is a
+// refresh: nothing is revoked. When the server refuses a key from the key
+// file (it was revoked, or replaced by another client of the user), the file
+// gets a new key and the request is made once more.
 func (c *Client) EnsureCredential(ctx context.Context) (*Credential, error) {
 	c.mu.Lock()
 	if c.user.ID == 0 {
@@ -200,28 +212,24 @@ func (c *Client) EnsureCredential(ctx context.Context) (*Credential, error) {
 		return nil, mulchat.Errorf(mulchat.EUNAUTHORIZED, "log in before asking for a NATS credential")
 	}
 	if c.kp == nil {
-		kp, err := nkeys.CreateUser()
-		if err != nil {
+		if err := c.loadKeyLocked(); err != nil {
 			c.mu.Unlock()
-			return nil, mulchat.WrapError(mulchat.EINTERNAL, err, "generating the nkey pair")
+			return nil, err
 		}
-		pub, err := kp.PublicKey()
-		if err != nil {
-			c.mu.Unlock()
-			return nil, mulchat.WrapError(mulchat.EINTERNAL, err, "reading the public key")
-		}
-		c.kp, c.publicKey = kp, pub
 	}
-	pub := c.publicKey
+	pub, fromFile := c.publicKey, c.keyFromFile
 	c.mu.Unlock()
 
-	in := struct {
-		PublicKey string `json:"public_key"`
-		TTL       string `json:"ttl,omitempty"`
-	}{PublicKey: pub, TTL: ttlString(c.cfg.CredentialTTL)}
-	var cred Credential
-	if err := c.do(ctx, "POST", "/me/credentials", in, &cred); err != nil {
-		return nil, fmt.Errorf("obtain a NATS credential: %w", err)
+	cred, err := c.requestCredential(ctx, pub)
+	if isCode(err, mulchat.EFORBIDDEN) && fromFile {
+		c.log.Info("the server refused the stored NATS key; generating a new one", "public_key", pub, "key_file", c.cfg.KeyFile)
+		if pub, err = c.replaceKey(pub); err != nil {
+			return nil, err
+		}
+		cred, err = c.requestCredential(ctx, pub)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if cred.PublicKey != "" && cred.PublicKey != pub {
 		return nil, mulchat.Errorf(mulchat.EINTERNAL, "the server issued a JWT for another key")
@@ -233,6 +241,66 @@ func (c *Client) EnsureCredential(ctx context.Context) (*Credential, error) {
 	c.log.Debug("obtained NATS credential", "public_key", pub, "expires_at", cred.ExpiresAt)
 	out := c.credential()
 	return &out, nil
+}
+
+// requestCredential asks the server for a JWT for pub.
+func (c *Client) requestCredential(ctx context.Context, pub string) (Credential, error) {
+	in := struct {
+		PublicKey string `json:"public_key"`
+		TTL       string `json:"ttl,omitempty"`
+	}{PublicKey: pub, TTL: ttlString(c.cfg.CredentialTTL)}
+	var cred Credential
+	if err := c.do(ctx, "POST", "/me/credentials", in, &cred); err != nil {
+		return Credential{}, fmt.Errorf("obtain a NATS credential: %w", err)
+	}
+	return cred, nil
+}
+
+// loadKeyLocked sets the client's key pair: from Config.KeyFile (created
+// there if missing), or new and in memory only. c.mu is held.
+func (c *Client) loadKeyLocked() error {
+	var kp nkeys.KeyPair
+	var err error
+	fromFile := false
+	if c.cfg.KeyFile != "" {
+		var created bool
+		if kp, created, err = loadOrCreateKey(c.cfg.KeyFile); err != nil {
+			return err
+		}
+		// A key just created has never been issued: there is nothing for
+		// the server to refuse, so no retry with yet another key.
+		fromFile = !created
+	} else if kp, err = nkeys.CreateUser(); err != nil {
+		return mulchat.WrapError(mulchat.EINTERNAL, err, "generating the nkey pair")
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		kp.Wipe()
+		return mulchat.WrapError(mulchat.EINTERNAL, err, "reading the public key")
+	}
+	c.kp, c.publicKey, c.keyFromFile = kp, pub, fromFile
+	return nil
+}
+
+// replaceKey puts a new key pair in place of old, in memory and in the key
+// file, and returns its public key.
+func (c *Client) replaceKey(old string) (string, error) {
+	kp, err := replaceKey(c.cfg.KeyFile)
+	if err != nil {
+		return "", err
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		kp.Wipe()
+		return "", mulchat.WrapError(mulchat.EINTERNAL, err, "reading the public key")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.publicKey == old && c.kp != nil {
+		c.kp.Wipe()
+	}
+	c.kp, c.publicKey, c.keyFromFile = kp, pub, false
+	return pub, nil
 }
 
 // RenewCredential asks the server for a new JWT for the same key. A live

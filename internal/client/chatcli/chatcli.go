@@ -43,6 +43,12 @@ type Options struct {
 	NATSURLs []string
 	// Name is the NATS connection name ("mulchat-chat").
 	Name string
+	// KeyFile keeps the NATS key's seed between sessions, so that the server
+	// refreshes the same key's JWT instead of revoking the previous key for
+	// a new one. "" = client.DefaultKeyFile(ServerURL, Username).
+	KeyFile string
+	// NewKey uses a new key pair kept in memory only (no key file).
+	NewKey bool
 
 	// In is read line by line, unless Lines is set: a line editor such as
 	// golang.org/x/term's Terminal, whose ReadLine returns io.EOF at the
@@ -70,7 +76,23 @@ func Run(ctx context.Context, o Options) error {
 		o.Name = "mulchat-chat"
 	}
 	s := &session{o: o, names: map[int64]string{}, fatal: make(chan error, 1)}
+	keyFile := ""
+	if !o.NewKey {
+		keyFile = o.KeyFile
+		if keyFile == "" {
+			var err error
+			if keyFile, err = client.DefaultKeyFile(o.ServerURL, o.Username); err != nil {
+				// No config directory (or a bad URL, which client.New
+				// reports): the session works with a key of its own.
+				if o.Logger != nil {
+					o.Logger.Warn("not keeping the NATS key between sessions", "err", err)
+				}
+				keyFile = ""
+			}
+		}
+	}
 	c, err := client.New(client.Config{
+		KeyFile:   keyFile,
 		ServerURL: o.ServerURL,
 		Logger:    o.Logger,
 		Name:      o.Name,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -60,6 +61,10 @@ func start(t *testing.T, srv *clienttest.Server, o chatcli.Options) *running {
 	pr, pw := io.Pipe()
 	r := &running{out: &output{}, in: pw, done: make(chan error, 1)}
 	o.ServerURL, o.Password, o.In, o.Out, o.Location = srv.URL(), password, pr, r.out, time.UTC
+	if o.KeyFile == "" {
+		// Never the user's real configuration directory.
+		o.KeyFile = filepath.Join(t.TempDir(), o.Username+".nk")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { r.done <- chatcli.Run(ctx, o) }()
 	t.Cleanup(func() {
@@ -123,6 +128,7 @@ func TestChatStartErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := tt.o
 			o.ServerURL, o.Password, o.In, o.Out = srv.URL(), password, strings.NewReader(""), io.Discard
+			o.NewKey = true
 			err := chatcli.Run(context.Background(), o)
 			if got := mulchat.ErrorCode(err); got != tt.code {
 				t.Fatalf("Run: %v (code %q), want %q", err, got, tt.code)
@@ -145,7 +151,7 @@ func TestLineEditorInput(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- chatcli.Run(context.Background(), chatcli.Options{ServerURL: srv.URL(), Username: "alice", Password: password,
-			Register: true, Room: "lobby", Create: true, Lines: tm, Out: tm, Location: time.UTC})
+			Register: true, Room: "lobby", Create: true, Lines: tm, Out: tm, Location: time.UTC, NewKey: true})
 	}()
 	out.waitFor(t, `#lobby> `)
 	if _, err := io.WriteString(pw, "typed on a terminal\r"); err != nil {
@@ -157,5 +163,29 @@ func TestLineEditorInput(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("session ended with %v", err)
+	}
+}
+
+// Two sessions of one user with the same key file present the same NATS
+// key, so the second refreshes the credential instead of replacing it.
+func TestChatKeepsKeyBetweenSessions(t *testing.T) {
+	srv := clienttest.Start(t, clienttest.Options{})
+	keyFile := filepath.Join(t.TempDir(), "alice.nk")
+	keyOf := func(o chatcli.Options) string {
+		t.Helper()
+		var out output
+		o.ServerURL, o.Password, o.In, o.Out, o.KeyFile = srv.URL(), password, strings.NewReader("/quit\n"), &out, keyFile
+		if err := chatcli.Run(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`NATS key (\w+)…`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("no key in the output:\n%s", out.String())
+		}
+		return m[1]
+	}
+	first := keyOf(chatcli.Options{Username: "alice", Register: true})
+	if second := keyOf(chatcli.Options{Username: "alice"}); second != first {
+		t.Fatalf("second session used key %s…, first %s…", second, first)
 	}
 }
