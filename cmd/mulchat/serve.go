@@ -35,6 +35,7 @@ type serveFlags struct {
 	loginRateUser    float64
 	loginRateAddr    float64
 	registerRateAddr float64
+	streamReplicas   int
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -68,6 +69,7 @@ variable. SIGINT or SIGTERM shuts it down cleanly.`,
 	fl.DurationVar(&f.tokenTTL, "token-ttl", 7*24*time.Hour, "lifetime of an API login token")
 	fl.Float64Var(&f.sendRate, "send-rate", 20, "messages per second one user may send (burst --send-burst; negative = unlimited)")
 	fl.IntVar(&f.sendBurst, "send-burst", 40, "messages one user may send at once before --send-rate applies")
+	fl.IntVar(&f.streamReplicas, "stream-replicas", 1, "replicas of the JetStream message stream (3 or 5 in an external JetStream cluster)")
 	def := httpapi.DefaultLoginRate
 	fl.Float64Var(&f.loginRateUser, "login-rate-per-user", def.PerUsername, "login attempts per minute for one username (negative = unlimited)")
 	fl.Float64Var(&f.loginRateAddr, "login-rate-per-address", def.PerAddress, "login attempts per minute from one client address (negative = unlimited)")
@@ -94,6 +96,7 @@ func runServe(ctx context.Context, g *globals, f serveFlags, stderr io.Writer) e
 	cfg.TokenTTL = f.tokenTTL
 	cfg.Web = webHandler
 	cfg.SendRate, cfg.SendBurst = f.sendRate, f.sendBurst
+	cfg.StreamReplicas = f.streamReplicas
 	cfg.LoginRate = httpapi.DefaultLoginRate
 	cfg.LoginRate.PerUsername = f.loginRateUser
 	cfg.LoginRate.PerAddress = f.loginRateAddr

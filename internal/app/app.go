@@ -26,6 +26,7 @@ import (
 	"github.com/mulchat/mulchat/internal/sqlstore"
 	"github.com/mulchat/mulchat/internal/tracker"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -77,6 +78,11 @@ type Config struct {
 	// 20; negative = unlimited), with burst SendBurst (default 40).
 	SendRate  float64
 	SendBurst int
+	// StreamReplicas is the replica count of the CHAT message stream
+	// (default 1). With an external JetStream cluster set it to 3 (or 5) so
+	// history survives the loss of a server; the stream is updated to it at
+	// every start.
+	StreamReplicas int
 	// MasterKey, when set, is used instead of MULCHAT_MASTER_KEY or the key
 	// file (tests).
 	MasterKey []byte
@@ -414,6 +420,11 @@ func (m *Main) connectServices(ctx context.Context) error {
 // about presence, and kicks the sessions of revoked credentials); the API
 // gets them as History, Membership, Credentials and Sessions.
 func (m *Main) startRealtime(ctx context.Context) error {
+	if m.natsServer == nil {
+		if err := m.waitJetStream(ctx); err != nil {
+			return err
+		}
+	}
 	r, err := router.New(router.Config{
 		Store:            m.Store,
 		Conn:             m.chatConn,
@@ -422,6 +433,7 @@ func (m *Main) startRealtime(ctx context.Context) error {
 		AccountPublicKey: m.Authority.ChatAccountPublicKey(),
 		RateLimit:        m.cfg.SendRate,
 		RateBurst:        m.cfg.SendBurst,
+		Replicas:         m.cfg.StreamReplicas,
 	})
 	if err != nil {
 		return err
@@ -448,6 +460,48 @@ func (m *Main) startRealtime(ctx context.Context) error {
 	// A revocation disconnects the user's live sessions on every server.
 	m.Authority.SetKicker(tr.KickUser)
 	return nil
+}
+
+// jetStreamWait bounds how long Start waits for an external server's
+// JetStream: a cluster started together with mulchat elects its JetStream
+// leader a few seconds after it accepts connections.
+const jetStreamWait = 60 * time.Second
+
+// waitJetStream waits until JetStream answers for the chat account, so a
+// mulchat started with its NATS cluster does not fail on the first stream
+// request; past jetStreamWait it is an EUNAVAILABLE error naming the likely
+// causes.
+func (m *Main) waitJetStream(ctx context.Context) error {
+	js, err := jetstream.New(m.chatConn)
+	if err != nil {
+		return mulchat.WrapError(mulchat.EINTERNAL, err, "JetStream context")
+	}
+	deadline := time.Now().Add(jetStreamWait)
+	logged := false
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			return mulchat.WrapError(mulchat.EUNAVAILABLE, err,
+				"JetStream is not enabled on the NATS servers for mulchat's account; configure them with `mulchat nats server-config`")
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return mulchat.WrapError(mulchat.EUNAVAILABLE, err,
+				fmt.Sprintf("JetStream of the NATS servers did not answer within %s (a cluster without a leader?)", jetStreamWait))
+		}
+		if !logged {
+			m.logger.Info("waiting for JetStream on the NATS servers", slog.Any("err", err))
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // ready reports whether mulchat's NATS connections are up.

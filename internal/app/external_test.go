@@ -3,12 +3,15 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,9 +19,11 @@ import (
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/authority"
+	"github.com/mulchat/mulchat/internal/router"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestExternalNATSServer runs the scaled deployment of docs/nats.md end to
@@ -309,4 +314,146 @@ func startNATSServerProcess(t *testing.T, bin, dir, text string) string {
 	log, _ := os.ReadFile(logPath)
 	t.Fatalf("nats-server wrote no ports file\n%s", log)
 	return ""
+}
+
+// TestExternalNATSCluster starts mulchat against a three-server JetStream
+// cluster (in process, each configured from ServerConfig's output for a
+// cluster member) as soon as the servers accept connections, before their
+// JetStream has a leader: Start waits for it, creates the message stream
+// with three replicas, and two users on different servers exchange a
+// message.
+func TestExternalNATSCluster(t *testing.T) {
+	ctx := context.Background()
+	cfg := app.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", StreamReplicas: 3}
+	db, err := app.OpenStore(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.OpenAuthority(ctx, cfg, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := make([]int, 3)
+	var routes []string
+	for i := range ports {
+		ports[i] = freeTCPPort(t)
+		routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(ports[i]))
+	}
+	var servers []*server.Server
+	var urls []string
+	for i, port := range ports {
+		dir := t.TempDir()
+		text, err := a.ServerConfig(ctx, authority.ServerConfigOptions{
+			Host: "127.0.0.1", Port: -1, ServerName: "n" + strconv.Itoa(i+1),
+			ClusterName: "mulchat", ClusterPort: port, Routes: routes,
+			ResolverDir:  filepath.Join(dir, "resolver"),
+			JetStreamDir: filepath.Join(dir, "jetstream"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := filepath.Join(dir, "nats.conf")
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		opts, err := server.ProcessConfigFile(conf)
+		if err != nil {
+			t.Fatalf("n%d: %v", i+1, err)
+		}
+		opts.NoSigs, opts.NoLog = true, true
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("n%d: %v", i+1, err)
+		}
+		s.Start()
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		servers = append(servers, s)
+	}
+	for _, s := range servers {
+		if !s.ReadyForConnections(20 * time.Second) {
+			t.Fatal("a cluster server did not become ready")
+		}
+		urls = append(urls, s.ClientURL())
+	}
+	db.Close()
+
+	cfg.NATSURL = strings.Join(urls, ",")
+	m, err := app.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start against the cluster: %v", err)
+	}
+	defer m.Close()
+	base := m.HTTPURL() + "/api/v1"
+
+	svc, err := app.ConnectService(ctx, m.Authority, urls, "test", false, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	js, err := jetstream.New(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, router.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := stream.CachedInfo(); info.Config.Replicas != 3 {
+		t.Fatalf("stream replicas %d, want 3", info.Config.Replicas)
+	}
+
+	alice := registerAndIssue(t, base, "alice")
+	bob := registerAndIssue(t, base, "bob")
+	_, room := post(t, base+"/rooms", alice.token, map[string]any{"name": "general"})
+	roomID := int64(room["id"].(float64))
+	if st, body := post(t, base+"/rooms/"+strconv.FormatInt(roomID, 10)+"/join", bob.token, nil); st != 200 {
+		t.Fatalf("join: %d %v", st, body)
+	}
+	alice.urls, bob.urls = []string{urls[0]}, []string{urls[2]}
+	anc := connectUser(t, alice, nil)
+	inbox, err := anc.SubscribeSync(mulchat.UserSubject(alice.id, "msg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anc.Flush()
+	// Interest travels over the routes asynchronously; the router may
+	// publish the delivery on any server.
+	waitUntil(t, "alice's interest on every server", func() bool {
+		for _, s := range servers {
+			acc, err := s.LookupAccount(m.Authority.ChatAccountPublicKey())
+			if err != nil || !acc.SubscriptionInterest(mulchat.UserSubject(alice.id, "msg")) {
+				return false
+			}
+		}
+		return true
+	})
+	bnc := connectUser(t, bob, nil)
+	req, _ := json.Marshal(mulchat.SendRequest{Text: "across the cluster"})
+	reply, err := bnc.Request(mulchat.SendSubject(roomID, bob.id), req, 10*time.Second)
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	var sr mulchat.SendReply
+	if err := json.Unmarshal(reply.Data, &sr); err != nil || sr.Error != nil || sr.Seq == 0 {
+		t.Fatalf("send reply %s (%v)", reply.Data, err)
+	}
+	got, err := inbox.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("alice on n1 received nothing from bob on n3: %v", err)
+	}
+	var msg mulchat.Message
+	json.Unmarshal(got.Data, &msg)
+	if msg.Text != "across the cluster" || msg.Sender.ID != bob.id {
+		t.Fatalf("delivered %+v", msg)
+	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
