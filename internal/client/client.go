@@ -1,5 +1,6 @@
 // Package client is mulchat's Go client library: it logs in over the HTTP
-// API, generates the user's own nkey (the seed never leaves the process),
+// API, generates the user's own nkey (the seed never goes to the server; it
+// stays in memory, or in a 0600 key file when Config.KeyFile asks to reuse it),
 // obtains a JWT for it, connects to NATS with that credential, sends messages
 // with retried, de-duplicated requests, receives deliveries in order without
 // duplicates (filling gaps from history after a reconnect), and renews the JWT
