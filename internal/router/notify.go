@@ -121,3 +121,9 @@ func (n *Notifier) flush(ctx context.Context) error {
 	}
 	return n.nc.FlushWithContext(ctx)
 }
+
+var (
+	_ mulchat.MembershipNotifier = (*Notifier)(nil)
+	_ mulchat.CredentialNotifier = (*Notifier)(nil)
+	_ mulchat.MembershipNotifier = (*Router)(nil)
+)
