@@ -54,9 +54,9 @@ type Config struct {
 	// mulchat_credentials_revoked_total; nil registers nothing.
 	Registerer prometheus.Registerer
 	DefaultTTL time.Duration // 24h if 0
-	// MaxTTL is the longest lifetime of any JWT mulchat signs; revocation
-	// entries older than this cannot matter any more and are pruned. 30 days
-	// if 0.
+	// MaxTTL is the longest lifetime of any JWT mulchat signs. A revocation
+	// entry lives until its key's last JWT expires, so at most this long
+	// after the revocation. 30 days if 0.
 	MaxTTL time.Duration
 	Now    func() time.Time // nil = time.Now
 }
