@@ -24,7 +24,7 @@ resolver preloaded with the account JWTs, JetStream, and optionally a
 WebSocket listener and a cluster block. It holds no seeds. Run mulchat with
 --nats-url pointing at that server.
 
-A single server needs no flags but --port. A cluster member is one given
+A single server needs no flags. A cluster member is one given
 --cluster-name or --cluster-routes; it then needs --server-name (unique in the
 cluster) and, with JetStream, --cluster-name. See docs/nats.md.`,
 		Example: `  mulchat nats server-config > nats.conf
@@ -61,8 +61,8 @@ cluster) and, with JetStream, --cluster-name. See docs/nats.md.`,
 	f.StringVar(&o.WSTLSKey, "ws-tls-key", "", "WebSocket TLS key file (wss)")
 	f.StringVar(&o.ResolverDir, "resolver-dir", "./nats/resolver", "directory of the full account resolver")
 	f.StringVar(&o.JetStreamDir, "jetstream-dir", "./nats/jetstream", "JetStream store directory (\"\" = no JetStream)")
-	f.StringVar(&o.ServerName, "server-name", "", "server name (required in a JetStream cluster)")
-	f.StringVar(&o.ClusterName, "cluster-name", "", "cluster name (enables the cluster block)")
+	f.StringVar(&o.ServerName, "server-name", "", "server name (required for a cluster member, unique in the cluster)")
+	f.StringVar(&o.ClusterName, "cluster-name", "", "cluster name (makes this server a cluster member)")
 	f.IntVar(&o.ClusterPort, "cluster-port", 6222, "cluster port (with --cluster-name or --cluster-routes)")
 	f.StringSliceVar(&o.Routes, "cluster-routes", nil, "routes to the other servers, e.g. nats-route://host:6222 (comma-separated)")
 	f.StringVarP(&out, "output", "o", "", "write to this file (0600) instead of stdout")
