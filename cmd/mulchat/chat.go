@@ -27,9 +27,12 @@ func newChatCommand(g *globals) *cobra.Command {
 		Use:   "chat",
 		Short: "terminal chat client",
 		Long: `Chat in a terminal. The client logs in over the HTTP API, generates its own
-NATS key pair (the seed never leaves this process), obtains a JWT for it,
-connects to NATS, shows the room's recent history and then live messages.
-Lines typed are sent to the current room; /help lists the slash commands.
+NATS key pair (the seed never leaves this machine: it is kept in a 0600 key
+file under the user's config directory, so the next session renews the same
+key instead of replacing it; --new-key keeps a fresh one in memory only),
+obtains a JWT for it, connects to NATS, shows the room's recent history and
+then live messages. Lines typed are sent to the current room; /help lists
+the slash commands.
 
 The password is asked on the terminal without echo, or read from
 $MULCHAT_PASSWORD (for scripts; the input may then be a pipe).`,
@@ -68,6 +71,8 @@ $MULCHAT_PASSWORD (for scripts; the input may then be a pipe).`,
 	f.IntVar(&o.History, "history", 20, "recent messages shown when a room is opened (negative: none)")
 	f.StringSliceVar(&natsURLs, "connect-url", nil, "NATS URL(s) to use instead of those the server hands out")
 	f.BoolVar(&plain, "plain", false, "read plain lines even on a terminal (no line editor)")
+	f.StringVar(&o.KeyFile, "key-file", "", "file keeping this user's NATS key seed between sessions, mode 0600 (default: <user config dir>/mulchat/<host>-<user>.nk)")
+	f.BoolVar(&o.NewKey, "new-key", false, "use a new NATS key kept in memory only (no key file)")
 	return cmd
 }
 

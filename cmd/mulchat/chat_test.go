@@ -52,7 +52,7 @@ func TestChatCommandTwoProcesses(t *testing.T) {
 	srv := clienttest.Start(t, clienttest.Options{})
 
 	bob := exec.Command(binary, "chat", "--server", srv.URL(), "--user", "bob", "--register", "--room", "lobby", "--create")
-	bob.Env = append(os.Environ(), "MULCHAT_PASSWORD="+pw)
+	bob.Env = append(os.Environ(), "MULCHAT_PASSWORD="+pw, "XDG_CONFIG_HOME="+t.TempDir())
 	bobIn, err := bob.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

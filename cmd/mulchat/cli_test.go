@@ -67,6 +67,9 @@ func (c *cli) run(stdin string, args ...string) result {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	// Client key files (mulchat chat keeps its nkey seed under the user's
+	// config directory) go to the test's own directory, never the real one.
+	cmd.Env = append(cmd.Env, "XDG_CONFIG_HOME="+filepath.Join(c.dataDir, "config"))
 	cmd.Env = append(cmd.Env, c.env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
