@@ -17,8 +17,9 @@ const MaxBodyBytes = 64 << 10
 
 // decodeJSON reads one JSON object from the request body into dst. It rejects,
 // with coded 4xx errors: bodies over MaxBodyBytes, invalid UTF-8 (which
-// encoding/json would silently replace), NUL characters in strings, unknown
-// fields, wrong types, trailing data and an empty body.
+// encoding/json would silently replace), NUL characters in strings, lone
+// surrogate escapes, unknown fields, wrong types, trailing data and an empty
+// body.
 func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	body, err := readBody(w, r)
 	if err != nil {
@@ -47,8 +48,8 @@ func decodeBody(body []byte, dst any) error {
 	if !utf8.Valid(body) {
 		return mulchat.Errorf(mulchat.EINVALID, "request body must be valid UTF-8")
 	}
-	if hasEscapedNUL(body) {
-		return mulchat.Errorf(mulchat.EINVALID, "strings must not contain NUL characters")
+	if err := checkEscapes(body); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -113,20 +114,74 @@ type fieldError struct{ msg string }
 
 func (e *fieldError) Error() string { return e.msg }
 
-// hasEscapedNUL reports whether body holds a "\u0000" escape (raw NUL bytes
-// are already invalid JSON). A preceding escaped backslash ("\\u0000") is
-// literal text and does not count.
-func hasEscapedNUL(body []byte) bool {
-	for i := 0; i+6 <= len(body); i++ {
+// checkEscapes rejects the \u escapes encoding/json would accept but
+// mishandle: "\u0000" (PostgreSQL text cannot hold NUL), and a surrogate
+// escape (\uD800–\uDFFF) that is not a high surrogate directly followed by a
+// low one. encoding/json silently turns such a lone surrogate into U+FFFD, so
+// two different bodies would decode to the same string: a password
+// "\ud800xxxxxxxxxx" would then match "\udfffxxxxxxxxxx". Raw bytes are
+// already checked by utf8.Valid, which refuses encoded surrogates.
+//
+// Only escapes are inspected: a backslash outside a string is a syntax error
+// the decoder reports, and an escaped backslash ("\\u0000") is literal text,
+// so the scan skips the character after every backslash. A malformed escape
+// is left to the decoder too.
+func checkEscapes(body []byte) error {
+	for i := 0; i+1 < len(body); i++ {
 		if body[i] != '\\' {
 			continue
 		}
-		if body[i+1] == 'u' && string(body[i+2:i+6]) == "0000" {
-			return true
+		if body[i+1] != 'u' {
+			i++ // skip the escaped character
+			continue
 		}
-		i++ // skip the escaped character
+		r, ok := hexEscape(body, i)
+		if !ok {
+			i++
+			continue
+		}
+		switch {
+		case r == 0:
+			return mulchat.Errorf(mulchat.EINVALID, "strings must not contain NUL characters")
+		case r >= 0xD800 && r < 0xDC00:
+			// A high surrogate is valid only as the first half of a pair.
+			if lo, ok := hexEscape(body, i+6); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+				i += 11
+				continue
+			}
+			return errLoneSurrogate()
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return errLoneSurrogate()
+		}
+		i += 5
 	}
-	return false
+	return nil
+}
+
+func errLoneSurrogate() error {
+	return mulchat.Errorf(mulchat.EINVALID, "request body contains an invalid \\u escape (lone surrogate)")
+}
+
+// hexEscape decodes the escape "\uXXXX" starting at body[i], if there is one.
+func hexEscape(body []byte, i int) (rune, bool) {
+	if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range body[i+2 : i+6] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
 
 // writeJSON writes v with the given status.
