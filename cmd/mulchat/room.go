@@ -126,15 +126,7 @@ func newRoomCommand(g *globals) *cobra.Command {
 			default:
 				return mulchat.Errorf(mulchat.EINVALID, "--role must be owner, member or reader")
 			}
-			return withStore(cmd, g, func(ctx context.Context, db *sqlstore.DB) error {
-				r, err := roomByRef(ctx, db, args[0])
-				if err != nil {
-					return err
-				}
-				u, err := userByName(cmd, db, args[1])
-				if err != nil {
-					return err
-				}
+			return withMember(cmd, g, args, mulchat.MembershipJoined, func(ctx context.Context, db *sqlstore.DB, r *mulchat.Room, u *mulchat.User) error {
 				if err := db.AddRoomMember(ctx, r.ID, u.ID, role); err != nil {
 					if mulchat.ErrorCode(err) == mulchat.ECONFLICT {
 						return mulchat.Errorf(mulchat.ECONFLICT, "%s is already a member of %s", u.Username, r.Name)
@@ -142,9 +134,6 @@ func newRoomCommand(g *globals) *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "added %s to %s as %s\n", printable(u.Username), printable(r.Name), role)
-				notifyRunning(cmd, g, db, func(ctx context.Context, n *router.Notifier) error {
-					return n.MembershipChanged(ctx, r.ID, u.ID, mulchat.MembershipJoined)
-				})
 				return nil
 			})
 		},
@@ -156,15 +145,7 @@ func newRoomCommand(g *globals) *cobra.Command {
 		Short: "remove a user from a room",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withStore(cmd, g, func(ctx context.Context, db *sqlstore.DB) error {
-				r, err := roomByRef(ctx, db, args[0])
-				if err != nil {
-					return err
-				}
-				u, err := userByName(cmd, db, args[1])
-				if err != nil {
-					return err
-				}
+			return withMember(cmd, g, args, mulchat.MembershipRemoved, func(ctx context.Context, db *sqlstore.DB, r *mulchat.Room, u *mulchat.User) error {
 				if err := db.RemoveRoomMember(ctx, r.ID, u.ID); err != nil {
 					if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
 						return mulchat.Errorf(mulchat.ENOTFOUND, "%s is not a member of %s", u.Username, r.Name)
@@ -172,9 +153,6 @@ func newRoomCommand(g *globals) *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %s from %s\n", printable(u.Username), printable(r.Name))
-				notifyRunning(cmd, g, db, func(ctx context.Context, n *router.Notifier) error {
-					return n.MembershipChanged(ctx, r.ID, u.ID, mulchat.MembershipRemoved)
-				})
 				return nil
 			})
 		},
@@ -192,6 +170,30 @@ func withStore(cmd *cobra.Command, g *globals, fn func(ctx context.Context, db *
 	}
 	defer db.Close()
 	return fn(cmd.Context(), db)
+}
+
+// withMember is add-member and remove-member: it finds the room and the user
+// named by args (ROOM USERNAME) in an open store, runs fn to change the
+// membership, and then tells the running servers (change is the
+// mulchat.Membership* event).
+func withMember(cmd *cobra.Command, g *globals, args []string, change string, fn func(ctx context.Context, db *sqlstore.DB, r *mulchat.Room, u *mulchat.User) error) error {
+	return withStore(cmd, g, func(ctx context.Context, db *sqlstore.DB) error {
+		r, err := roomByRef(ctx, db, args[0])
+		if err != nil {
+			return err
+		}
+		u, err := userByName(cmd, db, args[1])
+		if err != nil {
+			return err
+		}
+		if err := fn(ctx, db, r, u); err != nil {
+			return err
+		}
+		notifyRunning(cmd, g, db, func(ctx context.Context, n *router.Notifier) error {
+			return n.MembershipChanged(ctx, r.ID, u.ID, change)
+		})
+		return nil
+	})
 }
 
 // roomByRef finds a room by numeric id or by name.
