@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mulchat/mulchat/internal/httpapi"
 	"github.com/mulchat/mulchat/internal/sqlstore"
@@ -21,8 +22,15 @@ import (
 // a code and leave the database unchanged.
 func TestBadInput(t *testing.T) {
 	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
-		e := newEnv(t, db)
+		// The clock stands still, so a used-up credential budget never
+		// refills during the table.
+		frozen := time.Now()
+		e := newEnv(t, db, func(c *httpapi.Config) {
+			c.Now = func() time.Time { return frozen }
+			c.CredentialRate = httpapi.CredentialRate{PerUser: 1, Burst: 1}
+		})
 		token, _ := e.register(t, "alice")
+		expect(t, e.do(t, "POST", "/api/v1/me/credentials", token, nil), 201, "issue (uses the credential budget)")
 		room := expect(t, e.do(t, "POST", "/api/v1/rooms", token, map[string]any{"name": "general"}), 201, "create room")
 		rid := int64(room.body["id"].(float64))
 		roomPath := fmt.Sprintf("/api/v1/rooms/%d", rid)
@@ -63,6 +71,7 @@ func TestBadInput(t *testing.T) {
 			{"username space", "POST", "/api/v1/users", false, user("bob smith"), 400},
 			{"username NUL", "POST", "/api/v1/users", false, user("bob\x00x"), 400},
 			{"username NUL escape", "POST", "/api/v1/users", false, `{"username":"bob\u0000","password":"correct horse battery"}`, 400},
+			{"username lone surrogate", "POST", "/api/v1/users", false, `{"username":"bob\udc00","password":"correct horse battery"}`, 400},
 			{"username SQL", "POST", "/api/v1/users", false, user("'; DROP TABLE users;--"), 400},
 			{"username SQL 2", "POST", "/api/v1/users", false, user("x' OR '1'='1"), 400},
 			{"username long unicode", "POST", "/api/v1/users", false, user(longUnicode), 400},
@@ -73,6 +82,11 @@ func TestBadInput(t *testing.T) {
 			{"username existing", "POST", "/api/v1/users", false, user("alice"), 409},
 			{"password short", "POST", "/api/v1/users", false, map[string]any{"username": "bobby", "password": "short"}, 400},
 			{"password huge", "POST", "/api/v1/users", false, map[string]any{"username": "bobby", "password": strings.Repeat("p", 2000)}, 400},
+			// encoding/json would turn a lone surrogate into U+FFFD, so any
+			// other lone surrogate there would match the password.
+			{"password lone high surrogate", "POST", "/api/v1/users", false, `{"username":"bobby","password":"\ud800xxxxxxxxxxx"}`, 400},
+			{"password lone low surrogate", "POST", "/api/v1/users", false, `{"username":"bobby","password":"xxxxxxxxxxx\uDFFF"}`, 400},
+			{"password reversed pair", "POST", "/api/v1/users", false, `{"username":"bobby","password":"xxxxxxxxxxx\udc00\ud800"}`, 400},
 			{"email bad", "POST", "/api/v1/users", false, map[string]any{"username": "bobby", "password": testPassword, "email": "not-an-email"}, 400},
 			{"email space", "POST", "/api/v1/users", false, map[string]any{"username": "bobby", "password": testPassword, "email": "a b@c.d"}, 400},
 
@@ -80,6 +94,7 @@ func TestBadInput(t *testing.T) {
 			{"login NUL", "POST", "/api/v1/login", false, `{"username":"alice\u0000","password":"x"}`, 400},
 			{"login empty", "POST", "/api/v1/login", false, `{}`, 400},
 			{"login SQL", "POST", "/api/v1/login", false, map[string]any{"username": "' OR 1=1;--", "password": "x"}, 401},
+			{"login lone surrogate", "POST", "/api/v1/login", false, `{"username":"alice","password":"\ud800xxxxxxxxxxx"}`, 400},
 			{"login unknown field", "POST", "/api/v1/login", false, `{"username":"alice","password":"x","remember":true}`, 400},
 
 			// Room names and descriptions.
@@ -95,7 +110,14 @@ func TestBadInput(t *testing.T) {
 			{"room empty", "POST", "/api/v1/rooms", true, map[string]any{}, 400},
 			{"room existing", "POST", "/api/v1/rooms", true, map[string]any{"name": "general"}, 409},
 			{"room description NUL", "POST", "/api/v1/rooms", true, `{"name":"okname","description":"a\u0000b"}`, 400},
+			{"room description lone surrogate", "POST", "/api/v1/rooms", true, `{"name":"okname","description":"a\ud83db"}`, 400},
 			{"room description long", "POST", "/api/v1/rooms", true, map[string]any{"name": "okname", "description": strings.Repeat("é", 1001)}, 400},
+
+			// Credentials: the budget (1, see above) is used up; a refused
+			// issue must not replace or revoke the key.
+			{"credential issue over the limit", "POST", "/api/v1/me/credentials", true, nil, 429},
+			{"credential issue surrogate", "POST", "/api/v1/me/credentials", true, `{"public_key":"U\udbff"}`, 400},
+			{"credential renew over the limit", "POST", "/api/v1/me/credentials/renew", true, nil, 429},
 
 			// Identifiers.
 			{"id text", "GET", "/api/v1/rooms/abc", true, nil, 400},

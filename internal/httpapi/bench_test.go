@@ -26,6 +26,7 @@ func forEachDB(b *testing.B, fn func(b *testing.B, db *sqlstore.DB)) {
 
 func noLimit(c *httpapi.Config) {
 	c.LoginRate = httpapi.LoginRate{PerUsername: -1, PerAddress: -1, RegisterPerAddress: -1}
+	c.CredentialRate = httpapi.CredentialRate{PerUser: -1}
 }
 
 // BenchmarkIssueCredentialHTTP: POST /api/v1/me/credentials with the

@@ -135,6 +135,10 @@ func (s *Server) handleIssueCredential(w http.ResponseWriter, r *http.Request, s
 		s.writeError(w, r, mulchat.Errorf(mulchat.EINVALID, "public_key must be a NATS user public key (starting with U)"))
 		return
 	}
+	if err := s.credits.allow(sess.user.ID); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	c, err := s.cfg.Authority.IssueUserCredential(r.Context(), sess.user.ID, req.PublicKey, time.Duration(req.TTL))
 	if err != nil {
 		s.writeError(w, r, err)
@@ -154,6 +158,10 @@ type renewRequest struct {
 func (s *Server) handleRenewCredential(w http.ResponseWriter, r *http.Request, sess *session) {
 	var req renewRequest
 	if err := decodeOptionalJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.credits.allow(sess.user.ID); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

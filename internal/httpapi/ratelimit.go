@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -39,14 +40,35 @@ func (l *loginLimiter) allowRegister(addr string) error {
 	if l.registers == nil {
 		return nil
 	}
-	now := l.now()
-	res := l.registers.get(addr, now).ReserveN(now, 1)
-	if delay := res.DelayFrom(now); !res.OK() || delay > 0 {
-		res.CancelAt(now)
-		if !res.OK() {
-			delay = time.Minute
-		}
+	if delay, ok := l.registers.take(addr, l.now()); !ok {
 		return &retryAfterError{err: mulchat.Errorf(mulchat.ERATELIMITED, "too many registrations from this address; retry later"), after: delay}
+	}
+	return nil
+}
+
+// credentialLimiter limits credential issues and renewals per user. Like the
+// login limiter it lives in this process only: N instances give a user N
+// times the budget.
+type credentialLimiter struct {
+	users *limiterTable
+	now   func() time.Time
+}
+
+func newCredentialLimiter(cfg CredentialRate, now func() time.Time) *credentialLimiter {
+	l := &credentialLimiter{now: now}
+	if cfg.PerUser > 0 {
+		l.users = newLimiterTable(rate.Limit(cfg.PerUser/60), cfg.Burst, cfg.MaxEntries)
+	}
+	return l
+}
+
+// allow takes one issue or renewal from the user's budget.
+func (l *credentialLimiter) allow(userID int64) error {
+	if l.users == nil {
+		return nil
+	}
+	if delay, ok := l.users.take(strconv.FormatInt(userID, 10), l.now()); !ok {
+		return &retryAfterError{err: mulchat.Errorf(mulchat.ERATELIMITED, "too many credential requests; retry later"), after: delay}
 	}
 	return nil
 }
@@ -97,6 +119,20 @@ type limiterEntry struct {
 
 func newLimiterTable(limit rate.Limit, burst, max int) *limiterTable {
 	return &limiterTable{limit: limit, burst: burst, max: max, entries: make(map[string]*limiterEntry)}
+}
+
+// take takes one token from key's bucket now, or none and returns how long
+// until one is available.
+func (t *limiterTable) take(key string, now time.Time) (time.Duration, bool) {
+	res := t.get(key, now).ReserveN(now, 1)
+	if delay := res.DelayFrom(now); !res.OK() || delay > 0 {
+		res.CancelAt(now)
+		if !res.OK() {
+			delay = time.Minute
+		}
+		return delay, false
+	}
+	return 0, true
 }
 
 func (t *limiterTable) get(key string, now time.Time) *rate.Limiter {

@@ -70,6 +70,26 @@ type LoginRate struct {
 var DefaultLoginRate = LoginRate{PerUsername: 6, UserBurst: 10, PerAddress: 60, AddrBurst: 30,
 	RegisterPerAddress: 10, RegisterBurst: 20, MaxEntries: 10000}
 
+// CredentialRate configures the per-user limit on issuing and renewing NATS
+// credentials (one budget for both). Each issue with a new key adds a
+// revocation entry to the chat account JWT, and the account JWT must stay
+// under NATS's max_payload to be pushed at all; each issue or renewal also
+// signs and may push that JWT. Zero fields take DefaultCredentialRate; a
+// negative PerUser disables the limit (benchmarks).
+type CredentialRate struct {
+	// PerUser credentials per minute for one user, after a burst of Burst.
+	PerUser float64
+	Burst   int
+	// MaxEntries bounds the limiter's table; the least recently used
+	// entries are evicted beyond it.
+	MaxEntries int
+}
+
+// DefaultCredentialRate: 10 issues or renewals at once, then 3 a minute per
+// user. A client needs one per start and one a day to renew; the burst covers
+// restarts and several devices.
+var DefaultCredentialRate = CredentialRate{PerUser: 3, Burst: 10, MaxEntries: 10000}
+
 // Config holds the server's dependencies. Store and Authority are required;
 // History, Membership, Sessions and Credentials may be nil (the endpoints
 // that need them answer 501, notifications are skipped).
@@ -90,8 +110,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
 	// TokenTTL is the lifetime of a login token (default 7 days).
-	TokenTTL  time.Duration
-	LoginRate LoginRate
+	TokenTTL       time.Duration
+	LoginRate      LoginRate
+	CredentialRate CredentialRate
 	// Static serves the web page at "/"; nil serves nothing there.
 	Static http.Handler
 	// Now is the clock; nil means time.Now.
@@ -106,6 +127,7 @@ type Server struct {
 	now      func() time.Time
 	verifier *password.Verifier
 	limiter  *loginLimiter
+	credits  *credentialLimiter
 	metrics  *metrics
 	handler  http.Handler
 }
@@ -159,6 +181,17 @@ func New(cfg Config) (*Server, error) {
 		lr.MaxEntries = d.MaxEntries
 	}
 	cfg.LoginRate = lr
+	cr := cfg.CredentialRate
+	if cr.PerUser == 0 {
+		cr.PerUser, cr.Burst = DefaultCredentialRate.PerUser, DefaultCredentialRate.Burst
+	}
+	if cr.Burst <= 0 {
+		cr.Burst = DefaultCredentialRate.Burst
+	}
+	if cr.MaxEntries <= 0 {
+		cr.MaxEntries = DefaultCredentialRate.MaxEntries
+	}
+	cfg.CredentialRate = cr
 	v, err := password.NewVerifier()
 	if err != nil {
 		return nil, err
@@ -174,6 +207,7 @@ func New(cfg Config) (*Server, error) {
 		now:      cfg.Now,
 		verifier: v,
 		limiter:  newLoginLimiter(lr, cfg.Now),
+		credits:  newCredentialLimiter(cr, cfg.Now),
 		metrics:  m,
 	}
 	s.handler = s.routes()
