@@ -42,11 +42,7 @@ func newUserCommand(g *globals) *cobra.Command {
 			if err := mulchat.ValidateEmail(email); err != nil {
 				return err
 			}
-			pw, err := readNewPassword(cmd, fromStdin)
-			if err != nil {
-				return err
-			}
-			hash, err := password.Hash(pw)
+			hash, err := readNewPasswordHash(cmd, fromStdin)
 			if err != nil {
 				return err
 			}
@@ -108,45 +104,37 @@ func newUserCommand(g *globals) *cobra.Command {
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				ctx := cmd.Context()
-				db, err := openAdminStore(ctx, g)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				u, err := userByName(cmd, db, args[0])
-				if err != nil {
-					return err
-				}
-				if err := db.UpdateUserActive(ctx, u.ID, active); err != nil {
-					return err
-				}
-				// The routers of running servers cache whether a user is
-				// active: tell them, so a disabled user's sends are refused
-				// (and an enabled one's accepted) at once.
-				notifyRunning(cmd, g, db, func(ctx context.Context, n *router.Notifier) error {
-					return n.UserChanged(ctx, u.ID)
-				})
-				verb := "enabled"
-				if !active {
-					verb = "disabled"
-					// A disabled user keeps no working NATS credential.
-					if u.NATS.Status(time.Now()) == mulchat.CredentialActive {
-						logger := cliLogger(cmd, g)
-						a, err := app.OpenAuthority(ctx, appConfig(g, logger), db, nil)
-						if err != nil {
-							return err
-						}
-						closeRevoker := connectRevoker(cmd, g, a, db)
-						defer closeRevoker()
-						if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
-							return err
-						}
-						verb += " and its NATS credential revoked"
+				return withUser(cmd, g, args[0], func(ctx context.Context, db *sqlstore.DB, u *mulchat.User) error {
+					if err := db.UpdateUserActive(ctx, u.ID, active); err != nil {
+						return err
 					}
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "user %s %s\n", printable(u.Username), verb)
-				return nil
+					// The routers of running servers cache whether a user is
+					// active: tell them, so a disabled user's sends are refused
+					// (and an enabled one's accepted) at once.
+					notifyRunning(cmd, g, db, func(ctx context.Context, n *router.Notifier) error {
+						return n.UserChanged(ctx, u.ID)
+					})
+					verb := "enabled"
+					if !active {
+						verb = "disabled"
+						// A disabled user keeps no working NATS credential.
+						if u.NATS.Status(time.Now()) == mulchat.CredentialActive {
+							logger := cliLogger(cmd, g)
+							a, err := app.OpenAuthority(ctx, appConfig(g, logger), db, nil)
+							if err != nil {
+								return err
+							}
+							closeRevoker := connectRevoker(cmd, g, a, db)
+							defer closeRevoker()
+							if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
+								return err
+							}
+							verb += " and its NATS credential revoked"
+						}
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "user %s %s\n", printable(u.Username), verb)
+					return nil
+				})
 			},
 		}
 	}
@@ -156,29 +144,17 @@ func newUserCommand(g *globals) *cobra.Command {
 		Short: "set a user's password (from MULCHAT_PASSWORD, --password-stdin or a terminal prompt)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			db, err := openAdminStore(ctx, g)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			u, err := userByName(cmd, db, args[0])
-			if err != nil {
-				return err
-			}
-			pw, err := readNewPassword(cmd, fromStdin)
-			if err != nil {
-				return err
-			}
-			hash, err := password.Hash(pw)
-			if err != nil {
-				return err
-			}
-			if err := db.UpdateUserPassword(ctx, u.ID, hash); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", printable(u.Username))
-			return nil
+			return withUser(cmd, g, args[0], func(ctx context.Context, db *sqlstore.DB, u *mulchat.User) error {
+				hash, err := readNewPasswordHash(cmd, fromStdin)
+				if err != nil {
+					return err
+				}
+				if err := db.UpdateUserPassword(ctx, u.ID, hash); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", printable(u.Username))
+				return nil
+			})
 		},
 	}
 	passwd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of standard input")
@@ -209,6 +185,18 @@ func connectRevoker(cmd *cobra.Command, g *globals, a *authority.Authority, db *
 	return func() { _ = nc.Drain() }
 }
 
+// withUser runs fn on the user named username, in a store opened for an
+// admin command (see withStore).
+func withUser(cmd *cobra.Command, g *globals, username string, fn func(ctx context.Context, db *sqlstore.DB, u *mulchat.User) error) error {
+	return withStore(cmd, g, func(ctx context.Context, db *sqlstore.DB) error {
+		u, err := userByName(cmd, db, username)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, db, u)
+	})
+}
+
 type userFinder interface {
 	UserByUsername(ctx context.Context, username string) (*mulchat.User, error)
 }
@@ -224,10 +212,11 @@ func userByName(cmd *cobra.Command, q userFinder, name string) (*mulchat.User, e
 	return u, nil
 }
 
-// readNewPassword reads a new password from MULCHAT_PASSWORD, the first line
-// of stdin (--password-stdin), or a terminal prompt asked twice. Passwords are
-// never taken from argv, which other users of the machine can read.
-func readNewPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
+// readNewPasswordHash reads a new password from MULCHAT_PASSWORD, the first
+// line of stdin (--password-stdin), or a terminal prompt asked twice, and
+// returns its hash. Passwords are never taken from argv, which other users of
+// the machine can read.
+func readNewPasswordHash(cmd *cobra.Command, fromStdin bool) (string, error) {
 	var pw string
 	switch {
 	case os.Getenv(passwordEnv) != "":
@@ -263,7 +252,7 @@ func readNewPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
 	if err := mulchat.ValidatePassword(pw); err != nil {
 		return "", err
 	}
-	return pw, nil
+	return password.Hash(pw)
 }
 
 func orDash(s string) string {
