@@ -14,13 +14,19 @@ import (
 	"github.com/mulchat/mulchat"
 )
 
-// handleAPI answers chat.api.<uid>.<op> requests.
+// handleAPI answers chat.api.<uid>.<op> requests. Like handleSend, it first
+// makes sure the reply subject is the requester's own inbox and drops the
+// request otherwise (see replyAllowed).
 func (r *Router) handleAPI(msg *nats.Msg) {
 	rest, _ := strings.CutPrefix(msg.Subject, "chat.api.")
 	us, op, _ := strings.Cut(rest, ".")
 	userID, err := strconv.ParseInt(us, 10, 64)
 	if err != nil || userID <= 0 {
-		r.replyError(msg.Reply, mulchat.Errorf(mulchat.EINVALID, "bad api subject"))
+		r.drop(msg, dropBadSubject)
+		return
+	}
+	if !replyAllowed(msg.Reply, userID) {
+		r.drop(msg, dropBadReply)
 		return
 	}
 	r.shardsMu.RLock()

@@ -12,13 +12,16 @@ type metrics struct {
 	delivered   prometheus.Counter
 	deliveries  prometheus.Counter
 	history     prometheus.Counter
+	// dropped counts requests left unanswered on purpose: a reply subject
+	// that is not the requester's own inbox, or a subject that names no user.
+	dropped *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mulchat_router_sends_total",
-			Help: "Send requests handled, by result (ok, duplicate or an error code).",
+			Help: "Send requests handled, by result (ok, duplicate, queue_full or an error code).",
 		}, []string{"result"}),
 		sendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "mulchat_router_send_seconds",
@@ -37,6 +40,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "mulchat_router_history_requests_total",
 			Help: "History pages served.",
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mulchat_router_requests_dropped_total",
+			Help: "Send and API requests dropped without an answer, by reason (bad_reply, bad_subject).",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -56,6 +63,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if err := register(reg, &m.history); err != nil {
+		return nil, err
+	}
+	if err := register(reg, &m.dropped); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -9,6 +9,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,15 @@ const (
 	markerSuffix = ".membership"
 	// historyConcurrency bounds the history pages read at once.
 	historyConcurrency = 32
+	// shardQueue is how many sends wait for one worker; beyond it a send is
+	// refused (rate_limited) rather than queued.
+	shardQueue = 256
+	// pendingMsgs and pendingBytes bound what a service subscription holds
+	// before its handler takes it; beyond them nats.go drops messages (a
+	// slow consumer) instead of growing without bound. The handlers only
+	// parse, check and hand off, so this fills only under a flood.
+	pendingMsgs  = 64 * 1024
+	pendingBytes = 64 << 20
 )
 
 // Config configures a Router. Store and Conn are required.
@@ -105,10 +115,13 @@ type Router struct {
 	deliverer    *deliverer
 	// historySem bounds concurrent history requests.
 	historySem chan struct{}
+	// rateLimited is the encoded answer to a send over the rate limit.
+	rateLimited []byte
 
 	// test hooks (internal tests only).
 	hookBeforeFanout func(seq uint64) bool // return true to stop as if crashed (then every later message is ignored)
 	hookBeforeAck    func(seq uint64) bool
+	hookSendWorker   func() // called by a send worker before it handles a send
 }
 
 // New validates cfg and returns a Router; Start begins serving.
@@ -179,6 +192,10 @@ func New(cfg Config) (*Router, error) {
 	}
 	r.notifier = &Notifier{nc: cfg.Conn, js: js, now: cfg.Now}
 	r.historySem = make(chan struct{}, historyConcurrency)
+	r.rateLimited, err = json.Marshal(&mulchat.SendReply{Error: errorBody(mulchat.Errorf(mulchat.ERATELIMITED, "too many messages; slow down"))})
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
 	r.cache = newCache(cfg.Store, cfg.CacheTTL, cfg.Now)
 	r.limits = newLimiter(cfg.RateLimit, cfg.RateBurst, cfg.Now)
 	return r, nil
@@ -239,7 +256,7 @@ func (r *Router) Start(ctx context.Context) error {
 
 	r.shards = make([]chan *sendReq, r.cfg.Workers)
 	for i := range r.shards {
-		ch := make(chan *sendReq, 256)
+		ch := make(chan *sendReq, shardQueue)
 		pending := make(chan *pendingSend, 1024)
 		r.shards[i] = ch
 		r.wg.Add(2)
@@ -251,10 +268,15 @@ func (r *Router) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("router: subscribe sends: %w", err)
 		}
-		_ = sub.SetPendingLimits(-1, -1)
+		if err := sub.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
+			return fmt.Errorf("router: subscribe sends: %w", err)
+		}
 		r.subs = append(r.subs, sub)
 		sub, err = r.nc.QueueSubscribe("chat.api.*.*", QueueGroup, r.handleAPI)
 		if err != nil {
+			return fmt.Errorf("router: subscribe api: %w", err)
+		}
+		if err := sub.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
 			return fmt.Errorf("router: subscribe api: %w", err)
 		}
 		r.subs = append(r.subs, sub)

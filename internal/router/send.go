@@ -27,14 +27,67 @@ type pendingSend struct {
 	start  time.Time
 }
 
-// handleSend runs on the subscription's goroutine: it only parses the subject
-// and hands the request to the worker owning the user, so one user's sends are
-// stored in the order they arrived while different users proceed in parallel.
+// Reasons a request is dropped unanswered (mulchat_router_requests_dropped_total).
+const (
+	dropBadReply   = "bad_reply"
+	dropBadSubject = "bad_subject"
+)
+
+// replyAllowed reports whether reply lies under userID's own inbox prefix
+// (_INBOX.<uid>.…), the only place the router answers a user's request. The
+// requester chooses the reply subject, and the router's connection may publish
+// almost anywhere (chat.room.>, every user's chat.user.<uid>.>, $JS.API.>):
+// answering any other subject would let a user make the router store a
+// message in another room, write into another user's deliveries or inbox, or
+// call the JetStream API. Wildcard tokens are refused too, so an answer
+// reaches exactly one literal subject of the requester.
+func replyAllowed(reply string, userID int64) bool {
+	rest, ok := strings.CutPrefix(reply, mulchat.UserInboxPrefix(userID)+".")
+	if !ok || rest == "" || strings.ContainsAny(rest, " \t\r\n") {
+		return false
+	}
+	for tok := range strings.SplitSeq(rest, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+	}
+	return true
+}
+
+// drop counts and logs a request left unanswered on purpose.
+func (r *Router) drop(msg *nats.Msg, reason string) {
+	r.m.dropped.WithLabelValues(reason).Inc()
+	r.log.Debug("request dropped", "reason", reason, "subject", msg.Subject, "reply", msg.Reply)
+}
+
+// handleSend runs on the subscription's goroutine. It first makes sure the
+// reply subject is the sender's own inbox (nothing else is done for a request
+// that fails this), then applies the sender's rate limit, and hands the
+// request to the worker owning the user without waiting, so one user's sends
+// are stored in the order they arrived while different users proceed in
+// parallel, and a flood is refused here instead of queueing without bound.
 func (r *Router) handleSend(msg *nats.Msg) {
-	roomID, userID, ok := parseSendSubject(msg.Subject)
-	if !ok {
-		r.replyError(msg.Reply, mulchat.Errorf(mulchat.EINVALID, "bad send subject"))
+	roomID, userID := parseSendSubject(msg.Subject)
+	if userID <= 0 {
+		r.drop(msg, dropBadSubject)
+		return
+	}
+	if !replyAllowed(msg.Reply, userID) {
+		r.drop(msg, dropBadReply)
+		return
+	}
+	if !r.limits.allow(userID) {
+		// A flood is answered here, so this is kept cheap: the answer is
+		// encoded once.
+		r.m.sends.WithLabelValues(mulchat.ERATELIMITED).Inc()
+		if err := r.nc.Publish(msg.Reply, r.rateLimited); err != nil {
+			r.log.Warn("reply failed", "err", err)
+		}
+		return
+	}
+	if roomID <= 0 {
 		r.m.sends.WithLabelValues(mulchat.EINVALID).Inc()
+		r.replyError(msg.Reply, mulchat.Errorf(mulchat.EINVALID, "bad send subject"))
 		return
 	}
 	r.shardsMu.RLock()
@@ -42,31 +95,43 @@ func (r *Router) handleSend(msg *nats.Msg) {
 	if r.shardsClosed {
 		return // the router is closing; the client's request times out
 	}
-	r.shards[userID%int64(len(r.shards))] <- &sendReq{msg: msg, roomID: roomID, userID: userID}
+	select {
+	case r.shards[userID%int64(len(r.shards))] <- &sendReq{msg: msg, roomID: roomID, userID: userID}:
+	default:
+		// The worker is behind (overload, or rate limiting disabled):
+		// refusing keeps memory bounded and the client may retry.
+		r.m.sends.WithLabelValues("queue_full").Inc()
+		r.replyError(msg.Reply, mulchat.Errorf(mulchat.ERATELIMITED, "the server is busy; try again shortly"))
+	}
 }
 
-// parseSendSubject parses chat.send.<room>.<uid> with positive numeric ids.
-func parseSendSubject(subject string) (roomID, userID int64, ok bool) {
+// parseSendSubject parses chat.send.<room>.<uid>; an id that is missing, not
+// numeric or not positive is returned as 0.
+func parseSendSubject(subject string) (roomID, userID int64) {
 	rest, found := strings.CutPrefix(subject, "chat.send.")
 	if !found {
-		return 0, 0, false
+		return 0, 0
 	}
 	rs, us, found := strings.Cut(rest, ".")
 	if !found {
-		return 0, 0, false
+		return 0, 0
 	}
-	roomID, err1 := strconv.ParseInt(rs, 10, 64)
-	userID, err2 := strconv.ParseInt(us, 10, 64)
-	if err1 != nil || err2 != nil || roomID <= 0 || userID <= 0 {
-		return 0, 0, false
+	if u, err := strconv.ParseInt(us, 10, 64); err == nil && u > 0 {
+		userID = u
 	}
-	return roomID, userID, true
+	if r, err := strconv.ParseInt(rs, 10, 64); err == nil && r > 0 {
+		roomID = r
+	}
+	return roomID, userID
 }
 
 func (r *Router) sendWorker(ctx context.Context, in <-chan *sendReq, pending chan<- *pendingSend) {
 	defer r.wg.Done()
 	defer close(pending)
 	for req := range in {
+		if r.hookSendWorker != nil {
+			r.hookSendWorker()
+		}
 		start := r.now()
 		p, err := r.prepareAndPublish(ctx, req)
 		if err != nil {
@@ -82,12 +147,10 @@ func (r *Router) sendWorker(ctx context.Context, in <-chan *sendReq, pending cha
 	}
 }
 
-// prepareAndPublish checks and validates one send and publishes it to
+// prepareAndPublish checks and validates one send (the rate limit was applied
+// by handleSend) and publishes it to
 // JetStream asynchronously; the replier answers when the store acknowledges.
 func (r *Router) prepareAndPublish(ctx context.Context, req *sendReq) (*pendingSend, error) {
-	if !r.limits.allow(req.userID) {
-		return nil, mulchat.Errorf(mulchat.ERATELIMITED, "too many messages; slow down")
-	}
 	body, err := decodeSend(req.msg.Data)
 	if err != nil {
 		return nil, err
