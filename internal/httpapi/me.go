@@ -135,7 +135,7 @@ func (s *Server) handleIssueCredential(w http.ResponseWriter, r *http.Request, s
 		s.writeError(w, r, mulchat.Errorf(mulchat.EINVALID, "public_key must be a NATS user public key (starting with U)"))
 		return
 	}
-	if err := s.credits.allow(sess.user.ID); err != nil {
+	if err := s.credLimiter.allow(sess.user.ID); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -161,7 +161,7 @@ func (s *Server) handleRenewCredential(w http.ResponseWriter, r *http.Request, s
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.credits.allow(sess.user.ID); err != nil {
+	if err := s.credLimiter.allow(sess.user.ID); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -121,15 +121,15 @@ type Config struct {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg      Config
-	store    mulchat.Store
-	logger   *slog.Logger
-	now      func() time.Time
-	verifier *password.Verifier
-	limiter  *loginLimiter
-	credits  *credentialLimiter
-	metrics  *metrics
-	handler  http.Handler
+	cfg         Config
+	store       mulchat.Store
+	logger      *slog.Logger
+	now         func() time.Time
+	verifier    *password.Verifier
+	limiter     *loginLimiter
+	credLimiter *credentialLimiter
+	metrics     *metrics
+	handler     http.Handler
 }
 
 // New builds the server and registers its metrics on cfg.Registry.
@@ -201,14 +201,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		store:    cfg.Store,
-		logger:   cfg.Logger,
-		now:      cfg.Now,
-		verifier: v,
-		limiter:  newLoginLimiter(lr, cfg.Now),
-		credits:  newCredentialLimiter(cr, cfg.Now),
-		metrics:  m,
+		cfg:         cfg,
+		store:       cfg.Store,
+		logger:      cfg.Logger,
+		now:         cfg.Now,
+		verifier:    v,
+		limiter:     newLoginLimiter(lr, cfg.Now),
+		credLimiter: newCredentialLimiter(cr, cfg.Now),
+		metrics:     m,
 	}
 	s.handler = s.routes()
 	return s, nil
