@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -36,17 +37,31 @@ func addCredentialMigrationCommands(migrate *cobra.Command, g *globals) {
 
 // credFlags are the flags the credential migration commands share.
 type credFlags struct {
-	report string
-	debug  bool
-	dryRun bool
+	report   string
+	debug    bool
+	dryRun   bool
+	lockWait time.Duration
 }
 
 func (f *credFlags) add(cmd *cobra.Command, dryRun bool) {
 	cmd.Flags().StringVar(&f.report, "report", "", "write a JSON report to this file")
 	cmd.Flags().BoolVar(&f.debug, "debug", false, "log every decision (no secrets)")
 	if dryRun {
+		// The commands with --dry-run are the ones that write, and hold the
+		// database's migration lock.
 		cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "do everything inside transactions that are rolled back, and print what would change")
+		cmd.Flags().DurationVar(&f.lockWait, "lock-wait", credmigrate.DefaultLockWait,
+			"how long to wait for another credential migration command working on the same database (0: fail at once)")
 	}
+}
+
+// lockWaitOption maps --lock-wait to the options' convention (0: default,
+// negative: do not wait).
+func (f *credFlags) lockWaitOption() time.Duration {
+	if f.lockWait <= 0 {
+		return -1
+	}
+	return f.lockWait
 }
 
 // withMigrator opens the database without migrating it and runs fn.
@@ -64,6 +79,7 @@ func withMigrator(cmd *cobra.Command, g *globals, f *credFlags, opts credmigrate
 	opts.Logger = logger
 	opts.Debug = f.debug
 	opts.DryRun = f.dryRun
+	opts.LockWait = f.lockWaitOption()
 	if w := cmd.ErrOrStderr(); w == os.Stderr && term.IsTerminal(int(os.Stderr.Fd())) {
 		opts.Progress = w
 	}
@@ -107,7 +123,8 @@ func newAdoptCommand(g *globals) *cobra.Command {
 			}
 			defer db.Close()
 			r, err := credmigrate.Adopt(ctx, db.SQL(), db.Dialect(), credmigrate.AdoptOptions{
-				Migrations: sqlstore.Migrations(db.Dialect()), VersionTable: sqlstore.GooseTable, DryRun: f.dryRun})
+				Migrations: sqlstore.Migrations(db.Dialect()), VersionTable: sqlstore.GooseTable, DryRun: f.dryRun,
+				LockWait: f.lockWaitOption(), Logger: cliLogger(cmd, g)})
 			if err != nil {
 				return err
 			}

@@ -39,6 +39,10 @@ first 'mulchat serve' (which would otherwise create an operator of its own).`,
 				return err
 			}
 			opts.MasterKey, opts.Encrypt = mk, authority.EncryptSeed
+			opts.Logger = cliLogger(cmd, g)
+			if opts.LockWait <= 0 {
+				opts.LockWait = -1 // --lock-wait 0: fail at once
+			}
 			r, err := credmigrate.ImportNSC(ctx, db.SQL(), db.Dialect(), opts)
 			if err != nil {
 				return err
@@ -60,6 +64,8 @@ first 'mulchat serve' (which would otherwise create an operator of its own).`,
 	cmd.Flags().StringVar(&opts.KeystoreDir, "keystore", "", "nsc key store directory (holding keys/O, keys/A, …)")
 	cmd.Flags().StringVar(&opts.StoreDir, "store", "", "nsc JWT store directory (holding <operator>/<operator>.jwt)")
 	cmd.Flags().StringVar(&opts.Operator, "operator", "", "operator name in the store (default: the only one)")
+	cmd.Flags().DurationVar(&opts.LockWait, "lock-wait", credmigrate.DefaultLockWait,
+		"how long to wait for a credential migration command working on the same database (0: fail at once)")
 	cmd.Flags().StringVar(&opts.ChatAccount, "chat-account", "", "nsc account that becomes mulchat's chat account (default: the legacy database's chat account, or the only one)")
 	nats.AddCommand(cmd)
 }

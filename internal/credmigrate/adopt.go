@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"regexp"
 	"slices"
 	"strings"
@@ -24,6 +25,9 @@ type AdoptOptions struct {
 	// VersionTable is goose's version table (sqlstore.GooseTable).
 	VersionTable string
 	DryRun       bool
+	// LockWait and Logger: see Options (adopt holds the migration lock too).
+	LockWait time.Duration
+	Logger   *slog.Logger
 }
 
 // AdoptReport says what adopt found and changed.
@@ -60,6 +64,11 @@ var (
 // transaction. Running it on an adopted database changes nothing.
 func Adopt(ctx context.Context, db *sql.DB, dialect string, opts AdoptOptions) (*AdoptReport, error) {
 	r := &AdoptReport{LegacyTables: map[string]int64{}, Normalized: map[string]int64{}}
+	lock, err := acquireRunLock(ctx, db, dialect, opts.LockWait, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.release()
 	hasVersion, err := tableExists(ctx, db, dialect, opts.VersionTable)
 	if err != nil {
 		return nil, internal(err, "looking for the version table")

@@ -89,6 +89,10 @@ type Options struct {
 	// BatchHook, when set, runs after each committed copy batch (tests use it
 	// to write concurrently between batches).
 	BatchHook func(ctx context.Context, lastUserID int64) error
+	// LockWait is how long a writing command (Run, DropTable, Rollback) waits
+	// for another one holding the database's migration lock; default
+	// DefaultLockWait, negative: fail at once.
+	LockWait time.Duration
 }
 
 // Migrator runs the credential migration on one database.
@@ -194,8 +198,10 @@ func (m *Migrator) tryTx(ctx context.Context, commit bool, fn func(tx *sql.Tx) e
 		return err
 	}
 	if m.dialect == Postgres {
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
-			m.opts.LockTimeout.Milliseconds(), m.opts.StatementTimeout.Milliseconds())); err != nil {
+		// workLockKey shared: a later run waits until this transaction has
+		// ended even if this process is killed meanwhile (see lock.go).
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d; SELECT pg_advisory_xact_lock_shared(%d)",
+			m.opts.LockTimeout.Milliseconds(), m.opts.StatementTimeout.Milliseconds(), workLockKey)); err != nil {
 			tx.Rollback()
 			return err
 		}

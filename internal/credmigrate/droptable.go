@@ -27,6 +27,11 @@ type DropOptions struct {
 func (m *Migrator) DropTable(ctx context.Context, opts DropOptions) (*Report, error) {
 	r := m.newReport("drop-nats-user-credential-table")
 	defer func() { r.FinishedAt = m.opts.Now().UTC() }()
+	lock, err := m.lock(ctx)
+	if err != nil {
+		return r, err
+	}
+	defer lock.release()
 	if err := m.requireLayout(ctx, true); err != nil {
 		return r, err
 	}

@@ -82,6 +82,13 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 	r := m.newReport("nats-credentials")
 	r.OnConflict, r.BatchSize = m.opts.OnConflict, m.opts.BatchSize
 	defer func() { r.FinishedAt = m.opts.Now().UTC() }()
+	// A dry run takes the lock too: its rolled-back DDL would race with a
+	// real run's.
+	lock, err := m.lock(ctx)
+	if err != nil {
+		return r, err
+	}
+	defer lock.release()
 
 	if !m.opts.DryRun {
 		// Before the pre-check, which reads by user id too.
@@ -106,7 +113,6 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 	if m.opts.OnConflict == OnConflictFail && p.Conflicts > 0 {
 		return r, errConflict(fmt.Sprintf("%d users already hold a different credential in users.nats_* (--on-conflict fail); see the report's conflict_user_ids", p.Conflicts))
 	}
-	var err error
 
 	start, phase := int64(0), phaseCopy
 	if !m.opts.DryRun {
@@ -187,26 +193,46 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 }
 
 // prepare creates the checkpoint table and the index on
-// nats_user_credentials(user_id) the batches need.
+// nats_user_credentials(user_id) the batches need. Each piece of DDL runs in
+// a transaction of inTx (on PostgreSQL holding workLockKey, so it cannot
+// race with a statement a killed run left executing).
 func (m *Migrator) prepare(ctx context.Context) error {
 	ts := "TEXT"
-	if _, err := m.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+checkpointTable+` (
+	err := m.inTx(ctx, true, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+checkpointTable+` (
 	name         `+ts+` PRIMARY KEY,
 	phase        `+ts+` NOT NULL,
 	last_user_id BIGINT NOT NULL,
 	started_at   `+ts+` NOT NULL,
 	updated_at   `+ts+` NOT NULL
 )`); err != nil {
-		return internal(err, "creating the checkpoint table")
+			return internal(err, "creating the checkpoint table")
+		}
+		if m.dialect == SQLite {
+			_, err := tx.ExecContext(ctx, "CREATE INDEX IF NOT EXISTS "+userIndex+" ON "+LegacyTable+" (user_id)")
+			return internal(err, "creating an index on "+LegacyTable+"(user_id)")
+		}
+		return nil
+	})
+	if err != nil || m.dialect == SQLite {
+		return err
 	}
-	if m.dialect == SQLite {
-		_, err := m.db.ExecContext(ctx, "CREATE INDEX IF NOT EXISTS "+userIndex+" ON "+LegacyTable+" (user_id)")
-		return internal(err, "creating an index on "+LegacyTable+"(user_id)")
+	// CONCURRENTLY, so the legacy app keeps writing while it builds; it
+	// cannot run in a transaction, so its connection holds workLockKey at
+	// session level instead (a killed run's build finishes before a rerun
+	// looks at the index). A build that was interrupted leaves an invalid
+	// index: drop and redo it.
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return internal(err, "connecting")
 	}
-	// CONCURRENTLY, so the legacy app keeps writing while it builds. A
-	// build that was interrupted leaves an invalid index: drop and redo it.
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock_shared($1)", workLockKey); err != nil {
+		return internal(err, "taking the migration lock")
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock_shared($1)", workLockKey)
 	var valid sql.NullBool
-	err := m.db.QueryRowContext(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+	err = conn.QueryRowContext(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace`, userIndex).Scan(&valid)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return internal(err, "looking for the user_id index")
@@ -215,44 +241,56 @@ WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace`, userI
 		return nil
 	}
 	if valid.Valid {
-		if _, err := m.db.ExecContext(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+userIndex); err != nil {
+		if _, err := conn.ExecContext(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+userIndex); err != nil {
 			return internal(err, "dropping an invalid index")
 		}
 	}
-	_, err = m.db.ExecContext(ctx, "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+userIndex+" ON "+LegacyTable+" (user_id)")
+	_, err = conn.ExecContext(ctx, "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+userIndex+" ON "+LegacyTable+" (user_id)")
 	return internal(err, "creating an index on "+LegacyTable+"(user_id)")
 }
 
 // startCheckpoint returns where to start: after the last committed batch of
 // an interrupted run, or from the beginning (a finished run is redone from
 // scratch, which writes nothing unless the legacy table changed).
-func (m *Migrator) startCheckpoint(ctx context.Context) (int64, string, error) {
-	var last int64
-	var phase string
-	err := m.db.QueryRowContext(ctx, m.q("SELECT last_user_id, phase FROM "+checkpointTable+" WHERE name = ?"), checkpointName).Scan(&last, &phase)
+func (m *Migrator) startCheckpoint(ctx context.Context) (last int64, phase string, err error) {
 	now := m.opts.Now().UTC().Format(time.RFC3339Nano)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		_, err = m.db.ExecContext(ctx, m.q("INSERT INTO "+checkpointTable+" (name, phase, last_user_id, started_at, updated_at) VALUES (?, ?, 0, ?, ?)"),
-			checkpointName, phaseCopy, now, now)
-		return 0, phaseCopy, internal(err, "writing the checkpoint")
-	case err != nil:
-		return 0, "", internal(err, "reading the checkpoint")
-	case phase == phaseDone:
-		_, err = m.db.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET phase = ?, last_user_id = 0, started_at = ?, updated_at = ? WHERE name = ?"),
+	err = m.inTx(ctx, true, func(tx *sql.Tx) error {
+		// ON CONFLICT: robust even without the run lock (SQLite on a system
+		// without flock).
+		if _, err := tx.ExecContext(ctx, m.q("INSERT INTO "+checkpointTable+" (name, phase, last_user_id, started_at, updated_at) VALUES (?, ?, 0, ?, ?) ON CONFLICT (name) DO NOTHING"),
+			checkpointName, phaseCopy, now, now); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, m.q("SELECT last_user_id, phase FROM "+checkpointTable+" WHERE name = ?"), checkpointName).Scan(&last, &phase); err != nil {
+			return err
+		}
+		if phase != phaseDone {
+			return nil
+		}
+		last, phase = 0, phaseCopy
+		_, err := tx.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET phase = ?, last_user_id = 0, started_at = ?, updated_at = ? WHERE name = ?"),
 			phaseCopy, now, now, checkpointName)
-		return 0, phaseCopy, internal(err, "writing the checkpoint")
-	}
-	return last, phase, nil
+		return err
+	})
+	return last, phase, internal(err, "writing the checkpoint")
 }
 
 func (m *Migrator) setPhase(ctx context.Context, phase string) error {
 	if m.opts.DryRun {
 		return nil
 	}
-	_, err := m.db.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET phase = ?, updated_at = ? WHERE name = ?"),
-		phase, m.opts.Now().UTC().Format(time.RFC3339Nano), checkpointName)
+	err := m.inTx(ctx, true, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET phase = ?, updated_at = ? WHERE name = ?"),
+			phase, m.opts.Now().UTC().Format(time.RFC3339Nano), checkpointName)
+		return err
+	})
 	return internal(err, "writing the checkpoint")
+}
+
+// lock takes the database's migration lock for a writing command (see
+// lock.go).
+func (m *Migrator) lock(ctx context.Context) (*runLock, error) {
+	return acquireRunLock(ctx, m.db, m.dialect, m.opts.LockWait, m.log)
 }
 
 // Verify performs `mulchat migrate verify-nats-credentials`: the field-by-field

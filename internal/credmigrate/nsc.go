@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,10 @@ type NSCImportOptions struct {
 	// the authority can decrypt what the import stores.
 	Encrypt func(masterKey, seed []byte) ([]byte, error)
 	Now     func() time.Time
+	// LockWait and Logger: see Options (the import holds the migration
+	// lock too).
+	LockWait time.Duration
+	Logger   *slog.Logger
 }
 
 // NSCImport reports what ImportNSC stored.
@@ -64,6 +69,11 @@ func ImportNSC(ctx context.Context, db *sql.DB, dialect string, opts NSCImportOp
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	lock, err := acquireRunLock(ctx, db, dialect, opts.LockWait, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.release()
 	if ok, err := tableExists(ctx, db, dialect, "nats_operators"); err != nil {
 		return nil, internal(err, "looking for nats_operators")
 	} else if !ok {

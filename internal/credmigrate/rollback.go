@@ -27,6 +27,11 @@ type RollbackOptions struct {
 func (m *Migrator) Rollback(ctx context.Context, opts RollbackOptions) (*Report, error) {
 	r := m.newReport("rollback-nats-credentials")
 	defer func() { r.FinishedAt = m.opts.Now().UTC() }()
+	lock, err := m.lock(ctx)
+	if err != nil {
+		return r, err
+	}
+	defer lock.release()
 	if err := m.requireLayout(ctx, false); err != nil {
 		return r, err
 	}
