@@ -15,6 +15,7 @@ import (
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/authority"
+	"github.com/mulchat/mulchat/internal/sqlstore"
 	"github.com/spf13/cobra"
 )
 
@@ -36,7 +37,7 @@ without --force.`,
 			if out == "" {
 				return mulchat.Errorf(mulchat.EINVALID, "-o FILE is required (\"-\" for stdout)")
 			}
-			return withAuthority(cmd, g, func(ctx context.Context, a *authority.Authority, u *mulchat.User) error {
+			return withAuthority(cmd, g, func(ctx context.Context, _ *sqlstore.DB, a *authority.Authority, u *mulchat.User) error {
 				// Create the file first: a path that cannot be written must
 				// fail before the user's current credential is replaced.
 				var sf *secretFile
@@ -79,7 +80,7 @@ the revoked key. If no server is reachable the database is still updated and
 the revocation reaches NATS when mulchat next starts.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAuthority(cmd, g, func(ctx context.Context, a *authority.Authority, u *mulchat.User) error {
+			return withAuthority(cmd, g, func(ctx context.Context, _ *sqlstore.DB, a *authority.Authority, u *mulchat.User) error {
 				closePush := connectPusher(cmd, g, a)
 				defer closePush()
 				if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
@@ -100,7 +101,7 @@ the revocation reaches NATS when mulchat next starts.`,
 			if err != nil {
 				return err
 			}
-			return withAuthority(cmd, g, func(ctx context.Context, a *authority.Authority, _ *mulchat.User) error {
+			return withAuthority(cmd, g, func(ctx context.Context, _ *sqlstore.DB, a *authority.Authority, _ *mulchat.User) error {
 				v, err := a.VerifyCreds(ctx, data)
 				if err != nil {
 					return err
@@ -135,25 +136,23 @@ the revocation reaches NATS when mulchat next starts.`,
 }
 
 // withAuthority opens the store and the authority (and looks up username
-// unless it is "") for a creds command.
-func withAuthority(cmd *cobra.Command, g *globals, fn func(ctx context.Context, a *authority.Authority, u *mulchat.User) error, username string) error {
-	ctx := cmd.Context()
-	db, err := openAdminStore(ctx, g)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	var u *mulchat.User
-	if username != "" {
-		if u, err = userByName(cmd, db, username); err != nil {
+// unless it is "") for a command that needs the NATS keys, and closes the
+// store after fn.
+func withAuthority(cmd *cobra.Command, g *globals, fn func(ctx context.Context, db *sqlstore.DB, a *authority.Authority, u *mulchat.User) error, username string) error {
+	return withStore(cmd, g, func(ctx context.Context, db *sqlstore.DB) error {
+		var u *mulchat.User
+		if username != "" {
+			var err error
+			if u, err = userByName(cmd, db, username); err != nil {
+				return err
+			}
+		}
+		a, err := app.OpenAuthority(ctx, appConfig(g, cliLogger(cmd, g)), db, nil)
+		if err != nil {
 			return err
 		}
-	}
-	a, err := app.OpenAuthority(ctx, appConfig(g, cliLogger(cmd, g)), db, nil)
-	if err != nil {
-		return err
-	}
-	return fn(ctx, a, u)
+		return fn(ctx, db, a, u)
+	})
 }
 
 // connectPusher connects to a running NATS (--nats-url, or the embedded
@@ -161,16 +160,14 @@ func withAuthority(cmd *cobra.Command, g *globals, fn func(ctx context.Context, 
 // and sets the authority's pusher. It returns the function that closes the
 // connection. Failing to connect is a warning, not an error.
 func connectPusher(cmd *cobra.Command, g *globals, a *authority.Authority) func() {
-	url := g.natsURL
-	if url == "" {
-		b, err := os.ReadFile(filepath.Join(g.dataDir, app.RunningNATSURLFile))
-		if err != nil {
-			return func() {}
-		}
-		url = strings.TrimSpace(string(b))
+	urls, err := runningNATSURLs(g)
+	if err != nil {
+		// No server named or running here: nothing to push to, and the
+		// revocation reaches NATS when mulchat next starts.
+		return func() {}
 	}
 	logger := cliLogger(cmd, g)
-	nc, err := app.ConnectService(cmd.Context(), a, strings.Split(url, ","), "admin", true, logger)
+	nc, err := app.ConnectService(cmd.Context(), a, urls, "admin", true, logger)
 	if err != nil {
 		logger.Warn("NATS is not reachable; the revocation reaches it when mulchat next starts", slog.Any("err", err))
 		return func() {}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/authority"
+	"github.com/mulchat/mulchat/internal/sqlstore"
 	"github.com/spf13/cobra"
 )
 
@@ -35,7 +36,7 @@ cluster) and, with JetStream, --cluster-name. See docs/nats.md.`,
 			if err := checkServerConfigFlags(cmd, &o); err != nil {
 				return err
 			}
-			return withAuthority(cmd, g, func(ctx context.Context, a *authority.Authority, _ *mulchat.User) error {
+			return withAuthority(cmd, g, func(ctx context.Context, _ *sqlstore.DB, a *authority.Authority, _ *mulchat.User) error {
 				text, err := a.ServerConfig(ctx, o)
 				if err != nil {
 					return err

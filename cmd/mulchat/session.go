@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -83,17 +80,12 @@ credential is valid; revoke the credential ("creds revoke") to keep it out.`,
 				}
 				sessionID = id
 			}
-			return withAuthority(cmd, g, func(ctx context.Context, a *authority.Authority, u *mulchat.User) error {
+			return withAuthority(cmd, g, func(ctx context.Context, db *sqlstore.DB, a *authority.Authority, u *mulchat.User) error {
 				nc, err := connectSystem(cmd, g, a)
 				if err != nil {
 					return err
 				}
 				defer nc.Close()
-				db, err := openAdminStore(ctx, g)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
 				tr, err := tracker.New(tracker.Config{Store: db, SysConn: nc, ChatAccount: a.ChatAccountPublicKey(), Logger: cliLogger(cmd, g)})
 				if err != nil {
 					return err
@@ -151,13 +143,9 @@ func printSessions(cmd *cobra.Command, sessions []*mulchat.AuthSession, names ma
 // connectSystem connects to the running NATS as a system-account service
 // user: --nats-url, or the embedded server of a serve on this data directory.
 func connectSystem(cmd *cobra.Command, g *globals, a *authority.Authority) (*nats.Conn, error) {
-	url := g.natsURL
-	if url == "" {
-		b, err := os.ReadFile(filepath.Join(g.dataDir, app.RunningNATSURLFile))
-		if err != nil {
-			return nil, mulchat.Errorf(mulchat.EUNAVAILABLE, "no running NATS found: give --nats-url or run \"mulchat serve\" on this data directory")
-		}
-		url = strings.TrimSpace(string(b))
+	urls, err := runningNATSURLs(g)
+	if err != nil {
+		return nil, mulchat.Errorf(mulchat.EUNAVAILABLE, "no running NATS found: give --nats-url or run \"mulchat serve\" on this data directory")
 	}
-	return app.ConnectService(cmd.Context(), a, strings.Split(url, ","), "admin", true, cliLogger(cmd, g))
+	return app.ConnectService(cmd.Context(), a, urls, "admin", true, cliLogger(cmd, g))
 }
