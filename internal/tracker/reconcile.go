@@ -152,18 +152,27 @@ func (t *Tracker) gather(ctx context.Context, subject string, req any, one bool)
 // connection without a row gets one, and live rows get their last activity.
 // Rows created after the snapshot started are left alone: their connect event
 // may have come after the servers answered.
+//
+// A row the store refuses is logged and skipped; the others are still written
+// (one connection's odd data must not keep every other session wrong).
 func (t *Tracker) Reconcile(ctx context.Context) error {
 	started := t.now().UTC()
 	live, err := t.LiveConnections(ctx)
 	if err != nil {
 		return err
 	}
+	return t.reconcileWith(ctx, started, live)
+}
+
+// reconcileWith is Reconcile with the live connections already gathered at
+// started.
+func (t *Tracker) reconcileWith(ctx context.Context, started time.Time, live map[connKey]liveConn) error {
 	active, err := t.store.ListActiveAuthSessions(ctx)
 	if err != nil {
 		return err
 	}
 	have := map[connKey]bool{}
-	var closed, opened int
+	var closed, opened, failed int
 	for _, s := range active {
 		k := connKey{s.ServerID, s.CID}
 		if c, ok := live[k]; ok {
@@ -181,7 +190,12 @@ func (t *Tracker) Reconcile(ctx context.Context) error {
 		}
 		err := t.store.CloseAuthSession(ctx, s.ServerID, s.CID, started, ReasonReconciled)
 		if err != nil && mulchat.ErrorCode(err) != mulchat.ENOTFOUND {
-			return err
+			if ctx.Err() != nil {
+				return err
+			}
+			failed++
+			t.log.Warn("reconcile: closing a session failed; skipped", "session_id", s.ID, "err", err)
+			continue
 		}
 		closed++
 		t.m.closed.WithLabelValues("reconcile").Inc()
@@ -212,14 +226,19 @@ func (t *Tracker) Reconcile(ctx context.Context) error {
 			if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
 				continue // a service user
 			}
-			return err
+			if ctx.Err() != nil {
+				return err
+			}
+			failed++
+			t.log.Warn("reconcile: recording a live connection failed; skipped", "client_id", s.ClientID, "err", err)
+			continue
 		}
 		if created {
 			opened++
 			t.m.opened.Inc()
 		}
 	}
-	t.log.Info("sessions reconciled", "live", len(live), "closed", closed, "opened", opened)
+	t.log.Info("sessions reconciled", "live", len(live), "closed", closed, "opened", opened, "failed", failed)
 	return nil
 }
 

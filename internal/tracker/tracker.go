@@ -12,8 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
@@ -301,6 +304,11 @@ type presenceNote struct {
 	online bool
 }
 
+// writeBatch writes a batch of events in one transaction. Should that fail
+// (one event the store refuses, say), each event is written again in a
+// transaction of its own, so one bad event costs only itself: the others'
+// sessions are still recorded, and the bad one is logged and left to the next
+// reconcile.
 func (t *Tracker) writeBatch(batch []*connectEvent) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -313,12 +321,55 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 			}
 		}
 	}
-	var notes []presenceNote
-	var opened, closed int
-	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
-		notes, opened, closed = nil, 0, 0
-		active := map[int64][]*mulchat.AuthSession{}
+	w, err := t.writeEvents(ctx, batch, users)
+	if err != nil && len(batch) > 1 && ctx.Err() == nil {
+		t.log.Warn("writing a batch of session events failed; writing them one by one", "events", len(batch), "err", err)
+		w = batchResult{}
 		for _, ev := range batch {
+			one, err := t.writeEvents(ctx, []*connectEvent{ev}, users)
+			if err != nil {
+				t.log.Warn("writing a session event failed; skipped, the next reconcile repairs the table",
+					"type", ev.Type, "server_id", ev.Server.ID, "cid", ev.Client.ID, "err", err)
+				continue
+			}
+			w.add(one)
+		}
+	} else if err != nil {
+		t.log.Warn("writing session events failed; the next reconcile repairs the table", "events", len(batch), "err", err)
+		return
+	}
+	t.m.opened.Add(float64(w.opened))
+	t.m.closed.WithLabelValues("event").Add(float64(w.closed))
+	if t.cfg.Presence == nil {
+		return
+	}
+	for _, n := range w.notes {
+		if err := t.cfg.Presence.PresenceChanged(ctx, n.userID, n.online); err != nil {
+			t.log.Warn("presence notice failed", "user_id", n.userID, "err", err)
+		}
+	}
+}
+
+// batchResult is what a committed transaction of events did.
+type batchResult struct {
+	notes          []presenceNote
+	opened, closed int
+}
+
+func (b *batchResult) add(o batchResult) {
+	b.notes = append(b.notes, o.notes...)
+	b.opened += o.opened
+	b.closed += o.closed
+}
+
+// writeEvents writes events in one transaction; users maps their keys to
+// users (nil: not a user's).
+func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users map[string]*keyUser) (batchResult, error) {
+	var res batchResult
+	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
+		res = batchResult{}
+		active := map[int64][]*mulchat.AuthSession{}
+		for _, ev := range events {
 			switch ev.Type {
 			case connectEventType:
 				ku := users[ev.Client.User]
@@ -351,10 +402,10 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 				}
 				active[s.UserID] = act
 				if created {
-					opened++
+					res.opened++
 				}
 				if first {
-					notes = append(notes, presenceNote{s.UserID, true})
+					res.notes = append(res.notes, presenceNote{s.UserID, true})
 				}
 			case disconnectEventType:
 				if ev.Server.ID == "" {
@@ -364,7 +415,7 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 				if !ev.Time.IsZero() {
 					at = ev.Time.UTC()
 				}
-				reason := ev.Reason
+				reason := cleanText(ev.Reason, maxFieldBytes)
 				if reason == "" {
 					reason = "disconnected"
 				}
@@ -383,7 +434,7 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 				if err != nil {
 					return err
 				}
-				closed++
+				res.closed++
 				if t.cfg.Presence != nil {
 					if ku := t.userByKey(ctx, ev.Client.User); ku != nil {
 						active, err := q.ListUserAuthSessions(ctx, ku.id, true)
@@ -391,7 +442,7 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 							return err
 						}
 						if len(active) == 0 {
-							notes = append(notes, presenceNote{ku.id, false})
+							res.notes = append(res.notes, presenceNote{ku.id, false})
 						}
 					}
 				}
@@ -400,19 +451,9 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 		return nil
 	})
 	if err != nil {
-		t.log.Warn("writing session events failed; the next reconcile repairs the table", "events", len(batch), "err", err)
-		return
+		return batchResult{}, err
 	}
-	t.m.opened.Add(float64(opened))
-	t.m.closed.WithLabelValues("event").Add(float64(closed))
-	if t.cfg.Presence == nil {
-		return
-	}
-	for _, n := range notes {
-		if err := t.cfg.Presence.PresenceChanged(ctx, n.userID, n.online); err != nil {
-			t.log.Warn("presence notice failed", "user_id", n.userID, "err", err)
-		}
-	}
+	return res, nil
 }
 
 func sessionFromEvent(ev *connectEvent, ku *keyUser) *mulchat.AuthSession {
@@ -487,9 +528,16 @@ func (t *Tracker) userByKey(ctx context.Context, key string) *keyUser {
 	return ku
 }
 
+// maxFieldBytes bounds user_agent and close_reason.
+const maxFieldBytes = 256
+
 // userAgent is what nats_auth_sessions.user_agent holds: the client's name,
-// language and library version, as it announced them.
+// language and library version as it announced them, cleaned (see cleanText).
+// The client chooses all three, so they are untrusted text.
 func userAgent(name, lang, version string) string {
+	name = cleanText(name, maxFieldBytes)
+	lang = cleanText(lang, 64)
+	version = cleanText(version, 64)
 	ua := name
 	if lang != "" || version != "" {
 		if ua != "" {
@@ -501,10 +549,34 @@ func userAgent(name, lang, version string) string {
 		}
 		ua += ")"
 	}
-	if len(ua) > 256 {
-		ua = ua[:256]
+	return strings.TrimSpace(truncate(ua, maxFieldBytes))
+}
+
+// cleanText makes untrusted text storable and displayable: valid UTF-8, no
+// NUL or other control characters (PostgreSQL text cannot hold NUL, and
+// invalid UTF-8 is refused), at most max bytes cut on a character boundary.
+func cleanText(s string, max int) string {
+	s = strings.ToValidUTF8(s, "")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
+	return truncate(strings.TrimSpace(s), max)
+}
+
+// truncate cuts valid UTF-8 s to at most max bytes without splitting a
+// character.
+func truncate(s string, max int) string {
+	if len(s) <= max {
+		return s
 	}
-	return ua
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // jwtExpiry reads the expiry of a user JWT (the server already verified it).
