@@ -12,13 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/mulchat/mulchat/internal/testenv"
 	"github.com/nats-io/nats.go"
 )
 
@@ -354,7 +354,7 @@ func TestServeAndSIGTERM(t *testing.T) {
 	}
 	cmd.Env = append(cmd.Env, "MULCHAT_DATA_DIR="+dir, "MULCHAT_HTTP_ADDR=127.0.0.1:0",
 		"MULCHAT_NATS_PORT=-1", "MULCHAT_NATS_WS_PORT=-1", "MULCHAT_LOG_FORMAT=json")
-	var stderr syncBuffer
+	var stderr testenv.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -412,21 +412,4 @@ func TestServeAndSIGTERM(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, app.RunningNATSURLFile)); err == nil {
 		t.Fatal("nats.url left behind after shutdown")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/sqlstore"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/mulchat/mulchat/internal/testenv"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -742,8 +743,8 @@ func flipChar(s string, i int) string {
 func TestNoSecretsInLogs(t *testing.T) {
 	db := sqltest.OpenSQLite(t)
 	ctx := context.Background()
-	var buf syncBuffer
-	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var buf testenv.LogBuffer
+	logger := buf.Logger(slog.LevelDebug)
 	key := randomMasterKey(t)
 	a := openAuthority(t, db, key, func(c *Config) { c.Logger = logger })
 	u := createUser(t, db, "ivy")

@@ -1,7 +1,6 @@
 package authority
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -45,24 +44,6 @@ func randomMasterKey(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return k
-}
-
-// syncBuffer collects log output from concurrent goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func openAuthority(t testing.TB, store mulchat.Store, key []byte, mod ...func(*Config)) *Authority {
