@@ -12,12 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/mulchat/mulchat/internal/testenv"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -38,6 +38,22 @@ func post(t *testing.T, url, token string, body any) (int, map[string]any) {
 	var m map[string]any
 	json.Unmarshal(raw, &m)
 	return resp.StatusCode, m
+}
+
+// request sends a request without a body, with the bearer token, and returns
+// the response; the caller closes its body.
+func request(t *testing.T, method, url, token string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 // TestStartServeClose starts a whole server on free ports, on SQLite and on
@@ -90,12 +106,7 @@ func TestStartServeClose(t *testing.T) {
 			if st != 201 {
 				t.Fatalf("create room: %d %v", st, room)
 			}
-			req, _ := http.NewRequest("GET", base+"/api/v1/rooms/"+strconv.Itoa(int(room["id"].(float64)))+"/messages", nil)
-			req.Header.Set("Authorization", "Bearer "+token)
-			hr, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			hr := request(t, "GET", base+"/api/v1/rooms/"+strconv.Itoa(int(room["id"].(float64)))+"/messages", token)
 			body, _ := io.ReadAll(hr.Body)
 			hr.Body.Close()
 			if hr.StatusCode != 200 || !strings.Contains(string(body), `"messages":[]`) {
@@ -154,31 +165,13 @@ func TestNoMigrateRefusesFreshDatabase(t *testing.T) {
 	t.Logf("error: %v", err)
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestNoSecretsInLogsFullStack runs register / login / issue
 // (server-generated) / connect / renew / revoke / logout against a whole
 // server whose every component (NATS server included) logs at debug level
 // into one buffer, and checks that no password, token, seed or master key
 // appears in it.
 func TestNoSecretsInLogsFullStack(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	dir := t.TempDir()
 	m, err := app.Start(context.Background(), app.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", NATSPort: -1, NATSWSPort: -1, Logger: logger})
@@ -207,10 +200,10 @@ func TestNoSecretsInLogsFullStack(t *testing.T) {
 	if st, _ := post(t, base+"/me/credentials/renew", token, nil); st != 200 {
 		t.Fatalf("renew: %d", st)
 	}
-	req, _ := http.NewRequest("DELETE", base+"/me/credentials", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 204 {
-		t.Fatalf("revoke: %v %v", resp, err)
+	resp := request(t, "DELETE", base+"/me/credentials", token)
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Fatalf("revoke: %d", resp.StatusCode)
 	}
 	nc.Close()
 	post(t, base+"/logout", token, nil)
@@ -262,50 +255,25 @@ func TestSessionsListAndKick(t *testing.T) {
 	}
 	defer m.Close()
 	base := m.HTTPURL() + "/api/v1"
-	post(t, base+"/users", "", map[string]any{"username": "alice", "password": "correct horse battery"})
-	_, login := post(t, base+"/login", "", map[string]any{"username": "alice", "password": "correct horse battery"})
-	token := login["token"].(string)
-	_, cred := post(t, base+"/me/credentials", token, nil)
-	kp, _ := nkeys.FromSeed([]byte(cred["seed"].(string)))
+	alice := registerAndIssue(t, base, "alice")
+	token := alice.token
 	closed := make(chan struct{})
-	nc, err := nats.Connect(m.NATSClientURL(), nats.UserJWT(
-		func() (string, error) { return cred["jwt"].(string), nil },
-		func(nonce []byte) ([]byte, error) { return kp.Sign(nonce) }),
+	nc, err := nats.Connect(m.NATSClientURL(), nats.UserJWTAndSeed(alice.jwt, alice.seed),
 		nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 
-	get := func() []any {
-		req, _ := http.NewRequest("GET", base+"/me/sessions", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body struct{ Sessions []any }
-		json.NewDecoder(resp.Body).Decode(&body)
-		return body.Sessions
-	}
 	// The tracker records the session from the server's connect event,
 	// asynchronously.
-	var sessions []any
-	for deadline := time.Now().Add(10 * time.Second); len(sessions) == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("the session never appeared")
-		}
-		time.Sleep(20 * time.Millisecond)
-		sessions = get()
-	}
-	id := int64(sessions[0].(map[string]any)["id"].(float64))
-	req, _ := http.NewRequest("DELETE", base+"/me/sessions/"+strconv.FormatInt(id, 10), nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var list []any
+	waitUntil(t, "the session row", func() bool {
+		list = sessions(t, base, token)
+		return len(list) > 0
+	})
+	id := int64(list[0].(map[string]any)["id"].(float64))
+	resp := request(t, "DELETE", base+"/me/sessions/"+strconv.FormatInt(id, 10), token)
 	resp.Body.Close()
 	if resp.StatusCode != 204 {
 		t.Fatalf("kick: %d", resp.StatusCode)

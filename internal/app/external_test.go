@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,24 +59,12 @@ func TestExternalNATSServer(t *testing.T) {
 
 			// 1. Create the keys and print the server configuration: the
 			// server must trust the operator before mulchat can connect.
-			db, err := app.OpenStore(ctx, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, err := app.OpenAuthority(ctx, cfg, db, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
 			natsDir := t.TempDir()
-			text, err := a.ServerConfig(ctx, authority.ServerConfigOptions{
+			text := serverConfigs(t, cfg, authority.ServerConfigOptions{
 				Host: "127.0.0.1", Port: -1,
 				ResolverDir:  filepath.Join(natsDir, "resolver"),
 				JetStreamDir: filepath.Join(natsDir, "jetstream"),
-			})
-			db.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
+			})[0]
 
 			// 2. Start the external server.
 			url := startNATSServerProcess(t, bin, natsDir, text)
@@ -134,23 +121,7 @@ func TestExternalNATSServer(t *testing.T) {
 			}
 			closed := make(chan struct{})
 			bnc := connectUser(t, bob, closed)
-			req, _ := json.Marshal(mulchat.SendRequest{Text: "hello over the external server"})
-			reply, err := bnc.Request(mulchat.SendSubject(roomID, bob.id), req, 10*time.Second)
-			if err != nil {
-				t.Fatalf("send: %v", err)
-			}
-			var sr mulchat.SendReply
-			if err := json.Unmarshal(reply.Data, &sr); err != nil || sr.Error != nil || sr.Seq == 0 {
-				t.Fatalf("send reply %s (%v)", reply.Data, err)
-			}
-			got, err := inbox.NextMsg(10 * time.Second)
-			if err != nil {
-				t.Fatalf("alice received nothing: %v", err)
-			}
-			var msg mulchat.Message
-			if err := json.Unmarshal(got.Data, &msg); err != nil {
-				t.Fatal(err)
-			}
+			sr, msg := sendAndReceive(t, bnc, bob, roomID, "hello over the external server", inbox)
 			if msg.Text != "hello over the external server" || msg.Sender.ID != bob.id || msg.Seq != sr.Seq || msg.RoomID != roomID {
 				t.Fatalf("delivered %+v, want bob's message seq %d", msg, sr.Seq)
 			}
@@ -163,12 +134,7 @@ func TestExternalNATSServer(t *testing.T) {
 
 			// 6. Revoking (through the first instance) closes bob's
 			// connection and his key is refused from then on.
-			del, _ := http.NewRequest("DELETE", first+"/me/credentials", nil)
-			del.Header.Set("Authorization", "Bearer "+bob.token)
-			resp, err := http.DefaultClient.Do(del)
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp := request(t, "DELETE", first+"/me/credentials", bob.token)
 			resp.Body.Close()
 			if resp.StatusCode != 204 {
 				t.Fatalf("revoke: %d", resp.StatusCode)
@@ -184,6 +150,30 @@ func TestExternalNATSServer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serverConfigs creates the keys of cfg, as `mulchat nats server-config`
+// does (a server must trust the operator before mulchat can connect), and
+// returns a nats-server configuration for each of opts.
+func serverConfigs(t *testing.T, cfg app.Config, opts ...authority.ServerConfigOptions) []string {
+	t.Helper()
+	ctx := context.Background()
+	db, err := app.OpenStore(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	a, err := app.OpenAuthority(ctx, cfg, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := make([]string, len(opts))
+	for i, o := range opts {
+		if texts[i], err = a.ServerConfig(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return texts
 }
 
 // issued is a user registered over HTTP with a server-generated credential.
@@ -211,12 +201,7 @@ func registerAndIssue(t *testing.T, base, username string) issued {
 	for _, v := range cred["nats_urls"].([]any) {
 		u.urls = append(u.urls, v.(string))
 	}
-	req, _ := http.NewRequest("GET", base+"/me", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := request(t, "GET", base+"/me", token)
 	defer resp.Body.Close()
 	var me struct{ ID int64 }
 	if err := json.NewDecoder(resp.Body).Decode(&me); err != nil || me.ID == 0 {
@@ -246,14 +231,33 @@ func connectUser(t *testing.T, u issued, closed chan struct{}) *nats.Conn {
 	return nc
 }
 
-func sessions(t *testing.T, base, token string) []any {
+// sendAndReceive sends text to the room as u over nc, through the router,
+// and returns the router's reply and the message then delivered to inbox.
+func sendAndReceive(t *testing.T, nc *nats.Conn, u issued, roomID int64, text string, inbox *nats.Subscription) (mulchat.SendReply, mulchat.Message) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/me/sessions", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	req, _ := json.Marshal(mulchat.SendRequest{Text: text})
+	reply, err := nc.Request(mulchat.SendSubject(roomID, u.id), req, 10*time.Second)
 	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	var sr mulchat.SendReply
+	if err := json.Unmarshal(reply.Data, &sr); err != nil || sr.Error != nil || sr.Seq == 0 {
+		t.Fatalf("send reply %s (%v)", reply.Data, err)
+	}
+	got, err := inbox.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("nothing delivered on %s: %v", inbox.Subject, err)
+	}
+	var msg mulchat.Message
+	if err := json.Unmarshal(got.Data, &msg); err != nil {
 		t.Fatal(err)
 	}
+	return sr, msg
+}
+
+func sessions(t *testing.T, base, token string) []any {
+	t.Helper()
+	resp := request(t, "GET", base+"/me/sessions", token)
 	defer resp.Body.Close()
 	var body struct{ Sessions []any }
 	json.NewDecoder(resp.Body).Decode(&body)
@@ -325,34 +329,27 @@ func startNATSServerProcess(t *testing.T, bin, dir, text string) string {
 func TestExternalNATSCluster(t *testing.T) {
 	ctx := context.Background()
 	cfg := app.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", StreamReplicas: 3}
-	db, err := app.OpenStore(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.OpenAuthority(ctx, cfg, db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ports := make([]int, 3)
 	var routes []string
 	for i := range ports {
 		ports[i] = freeTCPPort(t)
 		routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(ports[i]))
 	}
-	var servers []*server.Server
-	var urls []string
+	dirs := make([]string, len(ports))
+	opts := make([]authority.ServerConfigOptions, len(ports))
 	for i, port := range ports {
-		dir := t.TempDir()
-		text, err := a.ServerConfig(ctx, authority.ServerConfigOptions{
+		dirs[i] = t.TempDir()
+		opts[i] = authority.ServerConfigOptions{
 			Host: "127.0.0.1", Port: -1, ServerName: "n" + strconv.Itoa(i+1),
 			ClusterName: "mulchat", ClusterPort: port, Routes: routes,
-			ResolverDir:  filepath.Join(dir, "resolver"),
-			JetStreamDir: filepath.Join(dir, "jetstream"),
-		})
-		if err != nil {
-			t.Fatal(err)
+			ResolverDir:  filepath.Join(dirs[i], "resolver"),
+			JetStreamDir: filepath.Join(dirs[i], "jetstream"),
 		}
-		conf := filepath.Join(dir, "nats.conf")
+	}
+	var servers []*server.Server
+	var urls []string
+	for i, text := range serverConfigs(t, cfg, opts...) {
+		conf := filepath.Join(dirs[i], "nats.conf")
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -375,7 +372,6 @@ func TestExternalNATSCluster(t *testing.T) {
 		}
 		urls = append(urls, s.ClientURL())
 	}
-	db.Close()
 
 	cfg.NATSURL = strings.Join(urls, ",")
 	m, err := app.Start(ctx, cfg)
@@ -428,21 +424,8 @@ func TestExternalNATSCluster(t *testing.T) {
 		return true
 	})
 	bnc := connectUser(t, bob, nil)
-	req, _ := json.Marshal(mulchat.SendRequest{Text: "across the cluster"})
-	reply, err := bnc.Request(mulchat.SendSubject(roomID, bob.id), req, 10*time.Second)
-	if err != nil {
-		t.Fatalf("send: %v", err)
-	}
-	var sr mulchat.SendReply
-	if err := json.Unmarshal(reply.Data, &sr); err != nil || sr.Error != nil || sr.Seq == 0 {
-		t.Fatalf("send reply %s (%v)", reply.Data, err)
-	}
-	got, err := inbox.NextMsg(10 * time.Second)
-	if err != nil {
-		t.Fatalf("alice on n1 received nothing from bob on n3: %v", err)
-	}
-	var msg mulchat.Message
-	json.Unmarshal(got.Data, &msg)
+	// Alice is on n1, bob on n3.
+	_, msg := sendAndReceive(t, bnc, bob, roomID, "across the cluster", inbox)
 	if msg.Text != "across the cluster" || msg.Sender.ID != bob.id {
 		t.Fatalf("delivered %+v", msg)
 	}

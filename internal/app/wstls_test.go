@@ -86,18 +86,12 @@ func TestWebSocketTLS(t *testing.T) {
 	}
 	defer m.Close()
 	base := m.HTTPURL() + "/api/v1"
-	post(t, base+"/users", "", map[string]any{"username": "alice", "password": "correct horse battery"})
-	_, login := post(t, base+"/login", "", map[string]any{"username": "alice", "password": "correct horse battery"})
-	st, cred := post(t, base+"/me/credentials", login["token"].(string), nil)
-	if st != 201 {
-		t.Fatalf("issue: %d %v", st, cred)
+	alice := registerAndIssue(t, base, "alice")
+	if len(alice.urls) != 2 || !strings.HasPrefix(alice.urls[1], "wss://") {
+		t.Fatalf("nats_urls %v, want a wss:// URL second", alice.urls)
 	}
-	urls, _ := cred["nats_urls"].([]any)
-	if len(urls) != 2 || !strings.HasPrefix(urls[1].(string), "wss://") {
-		t.Fatalf("nats_urls %v, want a wss:// URL second", urls)
-	}
-	wss := urls[1].(string)
-	auth := nats.UserJWTAndSeed(cred["jwt"].(string), cred["seed"].(string))
+	wss := alice.urls[1]
+	auth := nats.UserJWTAndSeed(alice.jwt, alice.seed)
 
 	nc, err := nats.Connect(wss, auth, nats.Secure(&tls.Config{RootCAs: roots}), nats.NoReconnect())
 	if err != nil {
