@@ -186,9 +186,43 @@ func TestCredentialMigrationCommands(t *testing.T) {
 	})
 }
 
-// The migration killed with SIGKILL at random points, 20 times per
-// database: every rerun completes, verifies, and ends in exactly the state of
-// an uninterrupted run.
+// checkpoint is mulchat_credmigrate_checkpoint's row ("" phase: none yet).
+type checkpoint struct {
+	phase string
+	last  int64
+}
+
+func readCheckpoint(db *legacytest.DB) checkpoint {
+	var c checkpoint
+	db.SQL.QueryRow("SELECT phase, last_user_id FROM mulchat_credmigrate_checkpoint").Scan(&c.phase, &c.last)
+	return c
+}
+
+// inside reports whether a kill that found the checkpoint at after (having
+// been at before when the process started) landed inside the migration: at
+// least one batch of that process committed and the run had not finished.
+func (after checkpoint) inside(before checkpoint) bool {
+	switch after.phase {
+	case "copy":
+		return after.last > before.last
+	case "final":
+		return before.phase != "final"
+	}
+	return false
+}
+
+// The migration killed with SIGKILL at random points on both databases:
+// every rerun completes, verifies, and ends in exactly the state of an
+// uninterrupted run, and a further rerun writes nothing.
+//
+// Kills are placed two ways. Most watch the checkpoint and kill right after
+// it advances past a random user id (or reaches the final pass), which lands
+// inside the migration whatever the machine's speed; the others kill after a
+// random delay within an observed run's duration, which also reaches the
+// start-up (index build, pre-check) and the final steps. Runs go on until at
+// least 20 kills landed, 10 of them between committed batches, bounded by 60
+// runs: only a migration that keeps finishing before any kill fails the
+// count.
 func TestCredentialMigrationCrash(t *testing.T) {
 	dialects(t, func(t *testing.T, dialect string) {
 		c := newCLI(t)
@@ -202,42 +236,66 @@ func TestCredentialMigrationCrash(t *testing.T) {
 			return append([]string{"--data-dir", c.dataDir, "--database-url", db.URL, "migrate", "nats-credentials", "--batch-size", "4"}, extra...)
 		}
 		ref := fresh()
+		var maxUser int64
+		if err := ref.SQL.QueryRow("SELECT max(user_id) FROM nats_user_credentials").Scan(&maxUser); err != nil {
+			t.Fatal(err)
+		}
 		start := time.Now()
 		c.ok("", migrate(ref)[2:]...)
-		full := time.Since(start)
+		full := time.Since(start) // the longest full run seen so far
 		want := migrationState(t, ref)
 
 		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-		killedMidway, killedInside := 0, 0
-		for i := range 20 {
+		const maxRuns, wantKills, wantInside = 60, 20, 10
+		kills, inside, runs := 0, 0, 0
+		for ; runs < maxRuns && (kills < wantKills || inside < wantInside); runs++ {
 			db := fresh()
 			for range 1 + rng.IntN(2) {
+				before := readCheckpoint(db)
 				cmd := exec.Command(binary, migrate(db)...)
 				if err := cmd.Start(); err != nil {
 					t.Fatal(err)
 				}
-				time.Sleep(time.Duration(rng.Int64N(int64(full))))
+				exited := make(chan struct{})
+				go func() { cmd.Wait(); close(exited) }()
+				if rng.IntN(3) == 0 {
+					select {
+					case <-time.After(time.Duration(rng.Int64N(int64(full)))):
+					case <-exited:
+					}
+				} else {
+					// A target past the checkpoint, or (one in eight) the final pass.
+					target := before.last + 1 + rng.Int64N(max(maxUser-before.last, 1))
+					if rng.IntN(8) == 0 {
+						target = maxUser + 1
+					}
+				watch:
+					for cp := before; !(cp.phase == "copy" && cp.last >= target || cp.phase == "final" && before.phase != "final"); cp = readCheckpoint(db) {
+						select {
+						case <-exited:
+							break watch
+						case <-time.After(time.Millisecond):
+						}
+					}
+				}
 				cmd.Process.Signal(syscall.SIGKILL)
-				cmd.Wait()
+				<-exited
 				if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-					killedMidway++
-					// Did the kill land inside the migration (batches
-					// committed, run not finished) rather than at start-up?
-					var phase string
-					var last int64
-					if db.SQL.QueryRow("SELECT phase, last_user_id FROM mulchat_credmigrate_checkpoint").Scan(&phase, &last) == nil &&
-						(phase == "copy" && last > 0 || phase == "final") {
-						killedInside++
+					kills++
+					if readCheckpoint(db).inside(before) {
+						inside++
 					}
 				}
 			}
 			c.ok("", migrate(db)[2:]...)
 			if got := migrationState(t, db); !slices.Equal(got, want) {
-				diffStates(t, i, got, want)
+				diffStates(t, runs, got, want)
 			}
 			// A rerun of a finished run writes nothing.
 			report := filepath.Join(t.TempDir(), "r.json")
+			start := time.Now()
 			c.ok("", migrate(db, "--report", report)[2:]...)
+			full = max(full, time.Since(start))
 			b, _ := os.ReadFile(report)
 			var r struct {
 				Copy   struct{ Written int64 } `json:"copy"`
@@ -245,13 +303,13 @@ func TestCredentialMigrationCrash(t *testing.T) {
 			}
 			json.Unmarshal(b, &r)
 			if r.Copy.Written != 0 || r.Verify.Written != 0 {
-				t.Fatalf("run %d: the rerun of a finished migration wrote %d+%d users", i, r.Copy.Written, r.Verify.Written)
+				t.Fatalf("run %d: the rerun of a finished migration wrote %d+%d users", runs, r.Copy.Written, r.Verify.Written)
 			}
 			db.SQL.Close()
 		}
-		t.Logf("%s: %d kills landed while the process ran, %d of them between committed batches (full run %v)", dialect, killedMidway, killedInside, full)
-		if killedMidway < 20 || killedInside < 10 {
-			t.Errorf("only %d kills landed (%d between batches), want at least 20 (10)", killedMidway, killedInside)
+		t.Logf("%s: %d runs, %d kills landed while the process ran, %d of them between committed batches (longest full run %v)", dialect, runs, kills, inside, full)
+		if kills < wantKills || inside < wantInside {
+			t.Errorf("after %d runs only %d kills landed (%d between batches), want at least %d (%d)", runs, kills, inside, wantKills, wantInside)
 		}
 	})
 }
