@@ -314,6 +314,45 @@ func TestCredentialMigrationCrash(t *testing.T) {
 	})
 }
 
+// Two `migrate nats-credentials` processes started together on one
+// database: the second waits for the first's lock, both succeed, and the
+// database ends as after a single run.
+func TestCredentialMigrationConcurrentCommands(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect string) {
+		c := newCLI(t)
+		opts := legacygen.Options{Users: 100, Seed: 14, UserNATSColumns: legacygen.UserNATSColumns, PlaintextPasswordRate: 0.03}
+		var dbs [2]*legacytest.DB
+		for i := range dbs {
+			dbs[i] = newLegacyDB(t, dialect, opts) // the same seed gives the same database
+			c.ok("", "--database-url", dbs[i].URL, "migrate", "adopt")
+		}
+		migrate := func(db *legacytest.DB) []string {
+			return []string{"--database-url", db.URL, "migrate", "nats-credentials", "--batch-size", "4"}
+		}
+		c.ok("", migrate(dbs[0])...)
+		want := migrationState(t, dbs[0])
+
+		done := make(chan result, 2)
+		for range 2 {
+			go func() { done <- c.run("", migrate(dbs[1])...) }()
+		}
+		waited := 0
+		for range 2 {
+			r := <-done
+			if r.code != 0 {
+				t.Fatalf("concurrent run exited %d:\n%s\n%s", r.code, r.stdout, r.stderr)
+			}
+			if strings.Contains(r.stderr, "waiting for it to finish") {
+				waited++
+			}
+		}
+		t.Logf("%s: %d of the two runs waited for the other", dialect, waited)
+		if got := migrationState(t, dbs[1]); !slices.Equal(got, want) {
+			diffStates(t, 0, got, want)
+		}
+	})
+}
+
 func diffStates(t *testing.T, run int, got, want []string) {
 	t.Helper()
 	for i := range min(len(got), len(want)) {
