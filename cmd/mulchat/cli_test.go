@@ -108,6 +108,19 @@ func (c *cli) fails(want string, stdin string, args ...string) result {
 
 const pw = "correct horse battery"
 
+// serve starts a server (app.Start, what "mulchat serve" runs) on the CLI's
+// data directory and databaseURL ("" = the SQLite default there), with free
+// ports; it is closed when the test ends.
+func (c *cli) serve(databaseURL string) *app.Main {
+	c.t.Helper()
+	m, err := app.Start(context.Background(), app.Config{DataDir: c.dataDir, DatabaseURL: databaseURL, HTTPAddr: "127.0.0.1:0", NATSPort: -1})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { m.Close() })
+	return m
+}
+
 func TestUserCreateList(t *testing.T) {
 	c := newCLI(t, "MULCHAT_PASSWORD="+pw)
 	c.ok("", "user", "create", "alice", "--email", "alice@example.com")
@@ -179,12 +192,7 @@ func TestCredsIssueAgainstRunningServer(t *testing.T) {
 	c := newCLI(t, "MULCHAT_PASSWORD="+pw)
 	c.ok("", "user", "create", "alice")
 
-	ctx := context.Background()
-	m, err := app.Start(ctx, app.Config{DataDir: c.dataDir, HTTPAddr: "127.0.0.1:0", NATSPort: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := c.serve("")
 
 	file := filepath.Join(t.TempDir(), "alice.creds")
 	c.ok("", "creds", "issue", "alice", "-o", file, "--ttl", "1h")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mulchat/mulchat"
-	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
 )
 
@@ -196,12 +194,7 @@ func TestRoomMembershipReachesRunningServer(t *testing.T) {
 				t.Fatalf("add-member without a server: stderr %q lacks the warning", r.stderr)
 			}
 
-			ctx := context.Background()
-			m, err := app.Start(ctx, app.Config{DataDir: c.dataDir, DatabaseURL: url, HTTPAddr: "127.0.0.1:0", NATSPort: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
+			m := c.serve(url)
 			alice := connectChatter(t, c, m.NATSClientURL(), "alice", aliceID)
 			bob := connectChatter(t, c, m.NATSClientURL(), "bob", bobID)
 

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mulchat/mulchat"
-	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/sqlstore"
 )
 
@@ -19,12 +18,8 @@ import (
 func TestSessionListAndKick(t *testing.T) {
 	c := newCLI(t, "MULCHAT_PASSWORD="+pw)
 	c.ok("", "user", "create", "alice")
+	m := c.serve("")
 	ctx := context.Background()
-	m, err := app.Start(ctx, app.Config{DataDir: c.dataDir, HTTPAddr: "127.0.0.1:0", NATSPort: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
 
 	file := filepath.Join(t.TempDir(), "alice.creds")
 	c.ok("", "creds", "issue", "alice", "-o", file, "--ttl", "1h")
