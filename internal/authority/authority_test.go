@@ -447,22 +447,12 @@ func TestRevocationClosesLiveConnectionAndRefusesReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := make(chan struct{})
 	credsPath := writeCreds(t, ic.Creds)
-	nc, err := nats.Connect(ns.ClientURL(), nats.UserCredentials(credsPath), nats.NoReconnect(),
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	closed := connectWatched(t, ns.ClientURL(), credsPath)
 	if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-closed:
-	case <-time.After(time.Second):
-		t.Fatal("live connection not closed within a second of the revocation")
-	}
+	closedWithinASecond(t, closed, "the revoked key's live connection")
 	if got := <-kicked; got != ic.PublicKey {
 		t.Errorf("kicker got %s", got)
 	}
@@ -828,22 +818,12 @@ func TestReplacingCredentialClosesOldKeysConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := make(chan struct{})
-	nc, err := nats.Connect(ns.ClientURL(), nats.UserCredentials(writeCreds(t, old.Creds)), nats.NoReconnect(),
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	closed := connectWatched(t, ns.ClientURL(), writeCreds(t, old.Creds))
 	fresh, err := a.IssueUserCredential(ctx, u.ID, "", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-closed:
-	case <-time.After(time.Second):
-		t.Fatal("the replaced credential's connection is still open")
-	}
+	closedWithinASecond(t, closed, "the replaced credential's connection")
 	nc2, err := nats.Connect(ns.ClientURL(), nats.UserCredentials(writeCreds(t, fresh.Creds)))
 	if err != nil {
 		t.Fatalf("new credential refused: %v", err)

@@ -73,21 +73,11 @@ func TestExternalServerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds := writeCreds(t, ic.Creds)
-	closed := make(chan struct{})
-	nc, err := nats.Connect(url, nats.UserCredentials(creds), nats.NoReconnect(),
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
-	if err != nil {
-		t.Fatalf("issued creds refused by the external server: %v", err)
-	}
-	defer nc.Close()
+	closed := connectWatched(t, url, creds)
 	if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-closed:
-	case <-time.After(time.Second):
-		t.Fatal("external server did not close the revoked connection within a second")
-	}
+	closedWithinASecond(t, closed, "the revoked connection to the external server")
 	if _, err := nats.Connect(url, nats.UserCredentials(creds), nats.NoReconnect()); err == nil {
 		t.Fatal("external server accepted a revoked credential")
 	}

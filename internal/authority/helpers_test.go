@@ -127,6 +127,33 @@ func writeCreds(t testing.TB, creds []byte) string {
 	return path
 }
 
+// connectWatched connects to url with the .creds file at path, without
+// reconnecting, for a test that expects the server to close the connection:
+// the returned channel is closed when it does. The connection is closed when
+// the test ends.
+func connectWatched(t testing.TB, url, path string) <-chan struct{} {
+	t.Helper()
+	closed := make(chan struct{})
+	nc, err := nats.Connect(url, nats.UserCredentials(path), nats.NoReconnect(),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatalf("connecting with the issued credential: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return closed
+}
+
+// closedWithinASecond fails the test unless closed is closed within a
+// second: the bound issue 3 sets for a revoked key's connections.
+func closedWithinASecond(t testing.TB, closed <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-closed:
+	case <-time.After(time.Second):
+		t.Fatalf("%s is still open a second later", what)
+	}
+}
+
 // asyncErrors returns a nats option that sends the connection's async errors
 // to the returned channel.
 func asyncErrors() (nats.Option, chan error) {
