@@ -135,11 +135,12 @@ func (l *runLock) waitErr(err error, wait time.Duration, what string) error {
 // pgHolders describes the backends holding key, for the waiting message.
 func (l *runLock) pgHolders(ctx context.Context, key int64) string {
 	var s sql.NullString
-	l.conn.QueryRowContext(ctx, `SELECT string_agg(format('backend pid %s, %s, since %s', a.pid, coalesce(nullif(a.application_name, ''), 'no application name'),
+	l.conn.QueryRowContext(ctx, `SELECT string_agg(format('backend pid %s (%s, %s since %s)', a.pid, coalesce(nullif(a.application_name, ''), 'no application name'),
+	CASE WHEN a.xact_start IS NULL THEN 'connected' ELSE 'in a transaction' END,
 	to_char(coalesce(a.xact_start, a.backend_start) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')), '; ')
 FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
 WHERE k.locktype = 'advisory' AND k.granted AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND k.classid = ($1 >> 32)::oid AND k.objid = ($1 & 4294967295)::oid AND k.objsubid = 1`, key).Scan(&s)
+  AND k.classid = ($1::bigint >> 32)::oid AND k.objid = ($1::bigint & 4294967295)::oid AND k.objsubid = 1`, key).Scan(&s)
 	if !s.Valid {
 		return "holder unknown"
 	}
