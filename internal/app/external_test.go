@@ -6,12 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/mulchat/mulchat/internal/authority"
 	"github.com/mulchat/mulchat/internal/router"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/mulchat/mulchat/internal/testenv"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,14 +32,7 @@ import (
 // registered over HTTP exchange a message through the router, the sender's
 // session appears, and a revocation closes the sender's connection.
 func TestExternalNATSServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs a nats-server binary")
-	}
-	bin := filepath.Join(t.TempDir(), "nats-server")
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if out, err := exec.Command(goCmd, "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
-		t.Fatalf("building nats-server: %v\n%s", err, out)
-	}
+	bin := testenv.NATSServerBinary(t)
 	cases := []struct {
 		name      string
 		instances int
@@ -67,7 +58,7 @@ func TestExternalNATSServer(t *testing.T) {
 			})[0]
 
 			// 2. Start the external server.
-			url := startNATSServerProcess(t, bin, natsDir, text)
+			url := testenv.StartNATSServerProcess(t, bin, natsDir, text)
 
 			// 3. Start mulchat against it. Further instances run as on other
 			// machines: their own data directory, the same master key.
@@ -274,50 +265,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// startNATSServerProcess runs bin with the configuration text and returns
-// its client URL, read from the ports file the server writes once it
-// listens. The server is stopped with SIGTERM when the test ends.
-func startNATSServerProcess(t *testing.T, bin, dir, text string) string {
-	t.Helper()
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	portsDir := filepath.Join(dir, "ports")
-	if err := os.Mkdir(portsDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "server.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", conf, "--ports_file_dir", portsDir)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		logFile.Close()
-	})
-	path := filepath.Join(portsDir, "nats-server_"+strconv.Itoa(cmd.Process.Pid)+".ports")
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile(path); err == nil {
-			var p server.Ports
-			if json.Unmarshal(b, &p) == nil && len(p.Nats) > 0 {
-				return p.Nats[0]
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	log, _ := os.ReadFile(logPath)
-	t.Fatalf("nats-server wrote no ports file\n%s", log)
-	return ""
 }
 
 // TestExternalNATSCluster starts mulchat against a three-server JetStream

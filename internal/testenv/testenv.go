@@ -1,7 +1,9 @@
-// Package testenv decides what a test may skip. Tests that need a component
-// the machine may lack (PostgreSQL, Chromium) call Skip; with
-// MULCHAT_TEST_REQUIRE_ALL=1 (set by .ci/run) such a skip fails the test
-// instead, so CI never passes by skipping.
+// Package testenv holds what tests of several packages share. It decides
+// what a test may skip: tests that need a component the machine may lack
+// (PostgreSQL, Chromium) call Skip; with MULCHAT_TEST_REQUIRE_ALL=1 (set by
+// .ci/run) such a skip fails the test instead, so CI never passes by
+// skipping. It also captures logs (LogBuffer) and runs nats-server as its own
+// process (NATSServerBinary, StartNATSServerProcess).
 package testenv
 
 import (
