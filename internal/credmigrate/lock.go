@@ -3,6 +3,7 @@ package credmigrate
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,10 +70,17 @@ func acquireRunLock(ctx context.Context, db *sql.DB, dialect string, wait time.D
 	}
 	l := &runLock{conn: conn}
 	if err := l.pgAcquire(ctx, wait, log); err != nil {
-		conn.Close()
+		discard(conn) // it may hold a lock the failure left behind
 		return nil, err
 	}
 	return l, nil
+}
+
+// discard closes conn's session instead of returning it to the pool, so no
+// advisory lock can outlive the command on a pooled connection.
+func discard(conn *sql.Conn) {
+	conn.Raw(func(any) error { return driver.ErrBadConn })
+	conn.Close()
 }
 
 func (l *runLock) pgAcquire(ctx context.Context, wait time.Duration, log *slog.Logger) error {
@@ -154,8 +162,13 @@ func (l *runLock) release() {
 		return
 	}
 	if l.conn != nil {
-		l.conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock($1)", runLockKey)
-		l.conn.Close()
+		var unlocked bool
+		err := l.conn.QueryRowContext(context.Background(), "SELECT pg_advisory_unlock($1)", runLockKey).Scan(&unlocked)
+		if err != nil || !unlocked {
+			discard(l.conn)
+		} else {
+			l.conn.Close()
+		}
 	}
 	if l.file != nil {
 		l.file.Close() // closing the descriptor drops the flock
