@@ -226,11 +226,17 @@ func (m *Migrator) prepare(ctx context.Context) error {
 	if err != nil {
 		return internal(err, "connecting")
 	}
-	defer conn.Close()
+	defer func() {
+		// A connection that may still hold the lock is not pooled.
+		var unlocked bool
+		if err := conn.QueryRowContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock_shared($1)", workLockKey).Scan(&unlocked); err != nil || !unlocked {
+			discard(conn)
+		}
+		conn.Close()
+	}()
 	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock_shared($1)", workLockKey); err != nil {
 		return internal(err, "taking the migration lock")
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock_shared($1)", workLockKey)
 	var valid sql.NullBool
 	err = conn.QueryRowContext(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace`, userIndex).Scan(&valid)
