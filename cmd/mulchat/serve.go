@@ -36,6 +36,7 @@ type serveFlags struct {
 	loginRateAddr    float64
 	registerRateAddr float64
 	streamReplicas   int
+	credentialRate   float64
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -73,6 +74,7 @@ variable. SIGINT or SIGTERM shuts it down cleanly.`,
 	def := httpapi.DefaultLoginRate
 	fl.Float64Var(&f.loginRateUser, "login-rate-per-user", def.PerUsername, "login attempts per minute for one username (negative = unlimited)")
 	fl.Float64Var(&f.loginRateAddr, "login-rate-per-address", def.PerAddress, "login attempts per minute from one client address (negative = unlimited)")
+	fl.Float64Var(&f.credentialRate, "credential-rate-per-user", httpapi.DefaultCredentialRate.PerUser, "credential issues and renewals per minute for one user (burst 10; negative = unlimited)")
 	fl.Float64Var(&f.registerRateAddr, "register-rate-per-address", def.RegisterPerAddress, "registrations per minute from one client address (negative = unlimited)")
 	return cmd
 }
@@ -101,6 +103,8 @@ func runServe(ctx context.Context, g *globals, f serveFlags, stderr io.Writer) e
 	cfg.LoginRate.PerUsername = f.loginRateUser
 	cfg.LoginRate.PerAddress = f.loginRateAddr
 	cfg.LoginRate.RegisterPerAddress = f.registerRateAddr
+	cfg.CredentialRate = httpapi.DefaultCredentialRate
+	cfg.CredentialRate.PerUser = f.credentialRate
 	m, err := app.Start(ctx, cfg)
 	if err != nil {
 		return err

@@ -74,6 +74,9 @@ type Config struct {
 	// TokenTTL is the lifetime of an API login token (7 days).
 	TokenTTL  time.Duration
 	LoginRate httpapi.LoginRate
+	// CredentialRate limits credential issues and renewals per user
+	// (httpapi.DefaultCredentialRate when zero).
+	CredentialRate httpapi.CredentialRate
 	// SendRate is the sends per second allowed to one user (router default
 	// 20; negative = unlimited), with burst SendBurst (default 40).
 	SendRate  float64
@@ -390,6 +393,15 @@ func ConnectService(ctx context.Context, a *authority.Authority, urls []string, 
 		nats.ReconnectHandler(func(*nats.Conn) {
 			logger.Info("NATS service connection restored", slog.String("user", name))
 		}),
+		// Asynchronous errors (a slow consumer during a send flood, a
+		// permissions violation) go to the log instead of stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			logger.Warn("NATS service connection error", slog.String("user", name), slog.String("subject", subject), slog.Any("err", err))
+		}),
 	)
 	if err != nil {
 		return nil, mulchat.WrapError(mulchat.EUNAVAILABLE, err, fmt.Sprintf("cannot connect to NATS as service user %s", name))
@@ -520,19 +532,20 @@ func (m *Main) startHTTP() error {
 		static = m.cfg.Web(m.NATSURLs())
 	}
 	api, err := httpapi.New(httpapi.Config{
-		Store:       m.Store,
-		Authority:   CredentialAuthority(m.Authority),
-		History:     m.router,
-		Membership:  m.router,
-		Credentials: m.router,
-		Sessions:    m.tracker,
-		NATSURLs:    m.NATSURLs,
-		Ready:       m.ready,
-		Logger:      m.logger,
-		Registry:    m.Registry,
-		TokenTTL:    m.cfg.TokenTTL,
-		LoginRate:   m.cfg.LoginRate,
-		Static:      static,
+		Store:          m.Store,
+		Authority:      CredentialAuthority(m.Authority),
+		History:        m.router,
+		Membership:     m.router,
+		Credentials:    m.router,
+		Sessions:       m.tracker,
+		NATSURLs:       m.NATSURLs,
+		Ready:          m.ready,
+		Logger:         m.logger,
+		Registry:       m.Registry,
+		TokenTTL:       m.cfg.TokenTTL,
+		LoginRate:      m.cfg.LoginRate,
+		CredentialRate: m.cfg.CredentialRate,
+		Static:         static,
 	})
 	if err != nil {
 		return err
