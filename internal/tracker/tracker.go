@@ -8,17 +8,19 @@ package tracker
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -78,7 +80,33 @@ type Tracker struct {
 	// gone remembers connections whose disconnect came before their connect
 	// row existed, so a late connect (or reconcile) does not resurrect them.
 	gone map[connKey]time.Time
+
+	// active caches, per user, the active sessions the writer last listed
+	// (and has added since), so a user with many connections is not listed
+	// again for every batch; only the writer goroutine touches it. Entries
+	// listed in another generation (activeGen: bumped by every write
+	// outside the writer — reconcile, kicks) or older than activeCacheTTL
+	// are listed again; a disconnect of the user drops the entry.
+	active    map[int64]*userActive
+	activeOf  uint64 // the generation active was listed in
+	activeGen atomic.Uint64
 }
+
+// userActive is a user's active sessions as the writer knows them.
+type userActive struct {
+	sessions []*mulchat.AuthSession
+	listed   time.Time
+}
+
+// activeCacheTTL bounds how long the writer trusts its list of a user's
+// active sessions. Within one instance the list is exact (every other write
+// bumps activeGen); with several instances, another one's writes for the
+// same user are seen at most this late (see docs/realtime.md).
+const activeCacheTTL = time.Second
+
+// activeChanged tells the writer that sessions were written outside it, so
+// its cached lists may be out of date.
+func (t *Tracker) activeChanged() { t.activeGen.Add(1) }
 
 type connKey struct {
 	server string
@@ -115,6 +143,7 @@ func New(cfg Config) (*Tracker, error) {
 		m:      m,
 		gone:   map[connKey]time.Time{},
 		keys:   map[string]*keyUser{},
+		active: map[int64]*userActive{},
 		events: make(chan *connectEvent, 4096),
 		done:   make(chan struct{}),
 	}, nil
@@ -365,10 +394,18 @@ func (b *batchResult) add(o batchResult) {
 // writeEvents writes events in one transaction; users maps their keys to
 // users (nil: not a user's).
 func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users map[string]*keyUser) (batchResult, error) {
+	gen, now := t.activeGen.Load(), t.now()
+	if t.activeOf != gen || len(t.active) > 100_000 {
+		clear(t.active) // a write outside the writer: list again
+		t.activeOf = gen
+	}
 	var res batchResult
+	// touched holds the lists this transaction used and extended (nil: the
+	// user had a disconnect, list again); the cache takes them on commit.
+	var touched map[int64]*userActive
 	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
 		res = batchResult{}
-		active := map[int64][]*mulchat.AuthSession{}
+		touched = map[int64]*userActive{}
 		for _, ev := range events {
 			switch ev.Type {
 			case connectEventType:
@@ -384,23 +421,33 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 					continue
 				}
 				s := sessionFromEvent(ev, ku)
-				// One listing per user and batch, kept current as rows
-				// are added, instead of one per connection.
-				act, ok := active[s.UserID]
-				if !ok {
-					var err error
-					if act, err = q.ListUserAuthSessions(ctx, s.UserID, true); err != nil {
-						return err
+				// One listing per user (cached across batches), kept
+				// current as rows are added, instead of one per connection.
+				ua := touched[s.UserID]
+				if ua == nil {
+					if c := t.active[s.UserID]; c != nil && now.Sub(c.listed) < activeCacheTTL {
+						if _, dropped := touched[s.UserID]; !dropped {
+							// Clipped, so appends copy and a rolled back
+							// transaction leaves the cached list as it was.
+							ua = &userActive{sessions: slices.Clip(c.sessions), listed: c.listed}
+						}
 					}
 				}
-				created, first, err := openWith(ctx, q, s, act)
+				if ua == nil {
+					act, err := q.ListUserAuthSessions(ctx, s.UserID, true)
+					if err != nil {
+						return err
+					}
+					ua = &userActive{sessions: act, listed: now}
+				}
+				touched[s.UserID] = ua
+				created, first, err := openWith(ctx, q, s, ua.sessions)
 				if err != nil {
 					return err
 				}
 				if created {
-					act = append(act, s)
+					ua.sessions = append(ua.sessions, s)
 				}
-				active[s.UserID] = act
 				if created {
 					res.opened++
 				}
@@ -421,7 +468,7 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 				}
 				err := q.CloseAuthSession(ctx, ev.Server.ID, ev.Client.ID, at, reason)
 				if ku := t.userByKey(ctx, ev.Client.User); ku != nil {
-					delete(active, ku.id) // listed again if needed
+					touched[ku.id] = nil // listed again if needed
 				}
 				if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
 					// A service user, or a disconnect that overtook its
@@ -452,6 +499,13 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 	})
 	if err != nil {
 		return batchResult{}, err
+	}
+	for id, ua := range touched {
+		if ua == nil {
+			delete(t.active, id)
+		} else {
+			t.active[id] = ua
+		}
 	}
 	return res, nil
 }
@@ -579,16 +633,29 @@ func truncate(s string, max int) string {
 	return s[:n]
 }
 
-// jwtExpiry reads the expiry of a user JWT (the server already verified it).
+// jwtExpiry reads the expiry of a user JWT. The server verified the JWT
+// before it let the connection in, so only the claims are decoded: checking
+// the signature again cost an ed25519 verification per connection.
 func jwtExpiry(token string) *time.Time {
-	if token == "" {
+	_, rest, ok := strings.Cut(token, ".")
+	if !ok {
 		return nil
 	}
-	uc, err := jwt.DecodeUserClaims(token)
-	if err != nil || uc.Expires == 0 {
+	payload, _, ok := strings.Cut(rest, ".")
+	if !ok {
 		return nil
 	}
-	e := time.Unix(uc.Expires, 0).UTC()
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return nil
+	}
+	var claims struct {
+		Expires int64 `json:"exp"`
+	}
+	if err := json.Unmarshal(raw, &claims); err != nil || claims.Expires <= 0 {
+		return nil
+	}
+	e := time.Unix(claims.Expires, 0).UTC()
 	return &e
 }
 
