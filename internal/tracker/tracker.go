@@ -297,9 +297,16 @@ func (t *Tracker) handleEvent(msg *nats.Msg) {
 // maxBatch bounds how many events one transaction writes.
 const maxBatch = 256
 
+// batchLinger is how long the writer waits for more events after the first
+// of a batch: during a burst of connects this makes a few large transactions
+// instead of many of a handful of events (each begin and commit costs more
+// than an insert), for at most this much delay of a session row.
+const batchLinger = 5 * time.Millisecond
+
 // writer writes queued events in batches: whatever has arrived while the
-// previous batch was written goes into one transaction, which on SQLite is
-// one commit instead of one per connection.
+// previous batch was written, or within batchLinger of its first event, goes
+// into one transaction, which on SQLite is one commit instead of one per
+// connection.
 func (t *Tracker) writer() {
 	defer t.wg.Done()
 	for {
@@ -315,15 +322,28 @@ func (t *Tracker) writer() {
 			}
 		}
 		batch := []*connectEvent{ev}
+		linger := time.NewTimer(batchLinger)
 	more:
 		for len(batch) < maxBatch {
 			select {
 			case e := <-t.events:
 				batch = append(batch, e)
-			default:
+			case <-linger.C:
+				break more
+			case <-t.done:
+				// Closing: take what is queued without waiting.
+				for len(batch) < maxBatch {
+					select {
+					case e := <-t.events:
+						batch = append(batch, e)
+					default:
+						break more
+					}
+				}
 				break more
 			}
 		}
+		linger.Stop()
 		t.writeBatch(batch)
 	}
 }
