@@ -220,11 +220,33 @@ func (s *Server) handleJoinRoom(w http.ResponseWriter, r *http.Request, sess *se
 	writeJSON(w, http.StatusOK, roomJSON(room, mulchat.RoleMember))
 }
 
-// lastOwner reports whether userID is the only owner of roomID.
-func (s *Server) lastOwner(ctx context.Context, roomID, userID int64) (bool, error) {
-	members, err := s.store.ListRoomMembers(ctx, roomID)
+// removeMember removes userID from the room, refusing to remove the last
+// owner (a room without an owner could never be administered or deleted).
+// The owner check and the delete must be one transaction: checked apart, two
+// owners leaving at once could each see the other and both go. The
+// notification follows the commit.
+func (s *Server) removeMember(ctx context.Context, roomID, userID int64, change string) error {
+	var err error
+	if r, ok := s.store.(mulchat.OwnerKeepingRemover); ok {
+		err = r.RemoveRoomMemberKeepingOwner(ctx, roomID, userID)
+	} else {
+		err = s.store.InTx(ctx, func(q mulchat.Queries) error { return removeKeepingOwner(ctx, q, roomID, userID) })
+	}
 	if err != nil {
-		return false, err
+		return err
+	}
+	s.notify(ctx, roomID, userID, change)
+	return nil
+}
+
+// removeKeepingOwner is the owner rule for a store without
+// OwnerKeepingRemover, run inside its InTx. It is atomic only where the
+// store's transactions serialise writers (as SQLite's do); such a store
+// should implement OwnerKeepingRemover to lock the rows it reads.
+func removeKeepingOwner(ctx context.Context, q mulchat.Queries, roomID, userID int64) error {
+	members, err := q.ListRoomMembers(ctx, roomID)
+	if err != nil {
+		return err
 	}
 	owners, isOwner := 0, false
 	for _, m := range members {
@@ -235,24 +257,10 @@ func (s *Server) lastOwner(ctx context.Context, roomID, userID int64) (bool, err
 			}
 		}
 	}
-	return isOwner && owners == 1, nil
-}
-
-// removeMember removes userID from the room, refusing to remove the last
-// owner (a room without an owner could never be administered or deleted).
-func (s *Server) removeMember(ctx context.Context, roomID, userID int64, change string) error {
-	last, err := s.lastOwner(ctx, roomID, userID)
-	if err != nil {
-		return err
+	if isOwner && owners == 1 {
+		return mulchat.Errorf(mulchat.ECONFLICT, "%s", mulchat.LastOwnerMessage)
 	}
-	if last {
-		return mulchat.Errorf(mulchat.ECONFLICT, "the last owner cannot leave the room; add another owner or delete the room")
-	}
-	if err := s.store.RemoveRoomMember(ctx, roomID, userID); err != nil {
-		return err
-	}
-	s.notify(ctx, roomID, userID, change)
-	return nil
+	return q.RemoveRoomMember(ctx, roomID, userID)
 }
 
 func (s *Server) handleLeaveRoom(w http.ResponseWriter, r *http.Request, sess *session) {
