@@ -189,8 +189,8 @@ func (t *Tracker) reconcileWith(ctx context.Context, started time.Time, live map
 		if !s.CreatedAt.Before(started) {
 			continue
 		}
-		err := t.store.CloseAuthSession(ctx, s.ServerID, s.CID, started, ReasonReconciled)
-		if err != nil && mulchat.ErrorCode(err) != mulchat.ENOTFOUND {
+		done, err := t.closeSession(ctx, s.UserID, s.ServerID, s.CID, started, ReasonReconciled)
+		if err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
@@ -198,8 +198,10 @@ func (t *Tracker) reconcileWith(ctx context.Context, started time.Time, live map
 			t.log.Warn("reconcile: closing a session failed; skipped", "session_id", s.ID, "err", err)
 			continue
 		}
-		closed++
-		t.m.closed.WithLabelValues("reconcile").Inc()
+		if done {
+			closed++
+			t.m.closed.WithLabelValues("reconcile").Inc()
+		}
 	}
 	for k, c := range live {
 		if have[k] || c.info.AuthorizedUser == "" {
@@ -294,7 +296,7 @@ func (t *Tracker) KickSession(ctx context.Context, userID, sessionID int64) erro
 		return err
 	}
 	t.m.kicks.Inc()
-	if err := t.store.CloseAuthSession(ctx, s.ServerID, s.CID, t.now().UTC(), ReasonKicked); err != nil && mulchat.ErrorCode(err) != mulchat.ENOTFOUND {
+	if _, err := t.closeSession(ctx, userID, s.ServerID, s.CID, t.now().UTC(), ReasonKicked); err != nil {
 		return err
 	}
 	return nil
@@ -341,7 +343,7 @@ func (t *Tracker) KickUser(ctx context.Context, userID int64, publicKey string) 
 			continue
 		}
 		t.m.kicks.Inc()
-		if err := t.store.CloseAuthSession(ctx, k.server, k.cid, now, ReasonKicked); err != nil && mulchat.ErrorCode(err) != mulchat.ENOTFOUND {
+		if _, err := t.closeSession(ctx, userID, k.server, k.cid, now, ReasonKicked); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -90,6 +90,14 @@ type Tracker struct {
 	active    map[int64]*userActive
 	activeOf  uint64 // the generation active was listed in
 	activeGen atomic.Uint64
+
+	// writeMu serialises this instance's session transactions (the
+	// writer's batches, kicks' and reconciles' closes), so that each close
+	// sees the others' commits when it counts the user's active sessions:
+	// on PostgreSQL two concurrent closes of a user's last two rows could
+	// otherwise each see the other row still active, and no offline notice
+	// would be sent.
+	writeMu sync.Mutex
 }
 
 // userActive is a user's active sessions as the writer knows them.
@@ -423,6 +431,8 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 	// touched holds the lists this transaction used and extended (nil: the
 	// user had a disconnect, list again); the cache takes them on commit.
 	var touched map[int64]*userActive
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
 	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
 		res = batchResult{}
 		touched = map[int64]*userActive{}
@@ -502,15 +512,13 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 					return err
 				}
 				res.closed++
-				if t.cfg.Presence != nil {
-					if ku := t.userByKey(ctx, ev.Client.User); ku != nil {
-						active, err := q.ListUserAuthSessions(ctx, ku.id, true)
-						if err != nil {
-							return err
-						}
-						if len(active) == 0 {
-							res.notes = append(res.notes, presenceNote{ku.id, false})
-						}
+				if ku := t.userByKey(ctx, ev.Client.User); ku != nil {
+					last, err := t.lastClosed(ctx, q, ku.id)
+					if err != nil {
+						return err
+					}
+					if last {
+						res.notes = append(res.notes, presenceNote{ku.id, false})
 					}
 				}
 			}
@@ -731,11 +739,67 @@ func (t *Tracker) open(ctx context.Context, s *mulchat.AuthSession) (created boo
 	if s.ExpiresAt == nil {
 		s.ExpiresAt = ku.expiresAt
 	}
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
 	err = t.store.InTx(ctx, func(q mulchat.Queries) error {
 		created, _, err = openTx(ctx, q, s)
 		return err
 	})
 	return created, err
+}
+
+// lastClosed reports, inside the transaction that has just closed one of
+// userID's sessions, whether that close left the user with no active
+// session: the offline notice belongs to exactly that close. Every path that
+// closes rows (disconnect events, kicks, reconcile) decides presence here,
+// and only when its own CloseAuthSession changed a row, so whichever path
+// closes a user's last session sends the one offline notice and the others
+// (finding the row already closed) send none.
+func (t *Tracker) lastClosed(ctx context.Context, q mulchat.Queries, userID int64) (bool, error) {
+	if t.cfg.Presence == nil {
+		return false, nil
+	}
+	active, err := q.ListUserAuthSessions(ctx, userID, true)
+	if err != nil {
+		return false, err
+	}
+	return len(active) == 0, nil
+}
+
+// closeSession closes the active row of connection (serverID, cid), a
+// session of userID, outside the writer (kicks, reconcile), and sends the
+// offline notice when it was the user's last. It reports whether this call
+// closed the row: ENOTFOUND (already closed, by the disconnect event say) is
+// not an error and sends nothing.
+func (t *Tracker) closeSession(ctx context.Context, userID int64, serverID string, cid uint64, at time.Time, reason string) (bool, error) {
+	defer t.activeChanged()
+	var closed, last bool
+	t.writeMu.Lock()
+	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
+		closed, last = false, false
+		err := q.CloseAuthSession(ctx, serverID, cid, at, reason)
+		if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		closed = true
+		if userID != 0 {
+			last, err = t.lastClosed(ctx, q, userID)
+		}
+		return err
+	})
+	t.writeMu.Unlock()
+	if err != nil {
+		return false, err
+	}
+	if last {
+		if err := t.cfg.Presence.PresenceChanged(ctx, userID, false); err != nil {
+			t.log.Warn("presence notice failed", "user_id", userID, "err", err)
+		}
+	}
+	return closed, nil
 }
 
 // openTx creates s unless its connection already has an active row, and
