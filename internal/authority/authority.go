@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mulchat/mulchat/internal/prom"
 	"log/slog"
 	"time"
 
@@ -182,19 +183,11 @@ func (a *Authority) registerMetrics(r prometheus.Registerer) error {
 	}
 	// A second Authority on the same registry (tests, or a re-open) shares
 	// the counters already registered instead of failing.
-	if err := r.Register(a.issued); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return mulchat.WrapError(mulchat.EINTERNAL, err, "authority: cannot register metrics")
-		}
-		a.issued = are.ExistingCollector.(*prometheus.CounterVec)
+	if err := prom.Register(r, &a.issued); err != nil {
+		return mulchat.WrapError(mulchat.EINTERNAL, err, "authority: cannot register metrics")
 	}
-	if err := r.Register(a.revoked); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return mulchat.WrapError(mulchat.EINTERNAL, err, "authority: cannot register metrics")
-		}
-		a.revoked = are.ExistingCollector.(prometheus.Counter)
+	if err := prom.Register(r, &a.revoked); err != nil {
+		return mulchat.WrapError(mulchat.EINTERNAL, err, "authority: cannot register metrics")
 	}
 	return nil
 }

@@ -1,7 +1,7 @@
 package tracker
 
 import (
-	"errors"
+	"github.com/mulchat/mulchat/internal/prom"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -32,31 +32,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	// A second instance in the same process (tests, several routers on one
 	// registry) shares the first one's collectors.
-	if err := register(reg, &m.opened); err != nil {
+	if err := prom.Register(reg, &m.opened); err != nil {
 		return nil, err
 	}
-	if err := register(reg, &m.closed); err != nil {
+	if err := prom.Register(reg, &m.closed); err != nil {
 		return nil, err
 	}
-	if err := register(reg, &m.kicks); err != nil {
+	if err := prom.Register(reg, &m.kicks); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers *c, or replaces it with the collector already
-// registered under the same name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c *C) error {
-	if err := reg.Register(*c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return err
-		}
-		existing, ok := are.ExistingCollector.(C)
-		if !ok {
-			return err
-		}
-		*c = existing
-	}
-	return nil
 }
