@@ -1,40 +1,21 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
+	"github.com/mulchat/mulchat/internal/testenv"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mulchat/mulchat/internal/client/clienttest"
 )
 
-// lockedBuffer collects a running command's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func waitForOutput(t *testing.T, b *lockedBuffer, re string) {
+func waitForOutput(t *testing.T, b *testenv.LogBuffer, re string) {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.Now().Add(20 * time.Second)
@@ -57,7 +38,7 @@ func TestChatCommandTwoProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bobOut, bobErr lockedBuffer
+	var bobOut, bobErr testenv.LogBuffer
 	bob.Stdout, bob.Stderr = &bobOut, &bobErr
 	if err := bob.Start(); err != nil {
 		t.Fatal(err)

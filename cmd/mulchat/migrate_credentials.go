@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -162,7 +164,7 @@ func printAdopt(w io.Writer, r *credmigrate.AdoptReport, dry bool) {
 	fmt.Fprintf(w, "baseline: schema version %d\n", r.BaselineVersion)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LEGACY TABLE\tROWS")
-	for _, t := range credSortedKeys(r.LegacyTables) {
+	for _, t := range slices.Sorted(maps.Keys(r.LegacyTables)) {
 		fmt.Fprintf(tw, "%s\t%d\n", t, r.LegacyTables[t])
 	}
 	tw.Flush()
@@ -174,23 +176,10 @@ func printAdopt(w io.Writer, r *credmigrate.AdoptReport, dry bool) {
 	list("created tables", r.CreatedTables)
 	list("added columns", r.AddedColumns)
 	list("created indexes", r.CreatedIndexes)
-	for _, k := range credSortedKeys(r.Normalized) {
+	for _, k := range slices.Sorted(maps.Keys(r.Normalized)) {
 		fmt.Fprintf(w, "normalized: %s (%d rows)\n", k, r.Normalized[k])
 	}
 	list("left untouched (never dropped)", r.Untouched)
-}
-
-func credSortedKeys(m map[string]int64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
 }
 
 func newNATSCredentialsCommand(g *globals) *cobra.Command {
@@ -359,7 +348,7 @@ func printCredReport(w io.Writer, r *credmigrate.Report) {
 	if rb := r.Rollback; rb != nil {
 		row("rollback", fmt.Sprintf("from %s: %d rows, %d session refs, round trip verified: %v", rb.Source, rb.Credentials, rb.Sessions, rb.RoundTripVerified))
 	}
-	for _, k := range credSortedTimings(r.Timings) {
+	for _, k := range slices.Sorted(maps.Keys(r.Timings)) {
 		row("time "+k, r.Timings[k])
 	}
 	tw.Flush()
@@ -370,24 +359,11 @@ func printCredReport(w io.Writer, r *credmigrate.Report) {
 
 func credFormatCounts(m map[string]int64) string {
 	var parts []string
-	for _, k := range credSortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
 	}
 	if len(parts) == 0 {
 		return "-"
 	}
 	return strings.Join(parts, " ")
-}
-
-func credSortedTimings(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
 }

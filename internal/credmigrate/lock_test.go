@@ -1,9 +1,9 @@
 package credmigrate_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/mulchat/mulchat/internal/testenv"
 	"log/slog"
 	"strings"
 	"sync"
@@ -17,27 +17,9 @@ import (
 	"github.com/mulchat/mulchat/internal/legacygen/legacytest"
 )
 
-// syncBuffer collects log output written from other goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitFor polls until the log says want (the other goroutine is blocked on
 // the lock by then), failing after a generous bound.
-func waitFor(t *testing.T, logs *syncBuffer, want string) {
+func waitFor(t *testing.T, logs *testenv.LogBuffer, want string) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), want); {
 		if time.Now().After(deadline) {
@@ -104,7 +86,7 @@ func TestConcurrentRunsSerialize(t *testing.T) {
 			t.Fatalf("a run with a short wait: %v, want ErrLocked after waiting", err)
 		}
 
-		logs := &syncBuffer{}
+		logs := &testenv.LogBuffer{}
 		second := e.migrator(t, credmigrate.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 		go func() { _, err := second.Run(ctx); errs <- err }()
 		waitFor(t, logs, "another credential migration command is working on this database")
@@ -141,7 +123,7 @@ func TestRerunWaitsForOrphanedBackend(t *testing.T) {
 	last_user_id BIGINT NOT NULL, started_at TEXT NOT NULL, updated_at TEXT NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	errs := make(chan error, 1)
 	go func() {
 		_, err := e.migrator(t, credmigrate.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))}).Run(ctx)

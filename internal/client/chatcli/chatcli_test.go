@@ -1,13 +1,12 @@
 package chatcli_test
 
 import (
-	"bytes"
 	"context"
+	"github.com/mulchat/mulchat/internal/testenv"
 	"io"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,22 +20,7 @@ import (
 const password = "correct horse battery"
 
 // output is a goroutine-safe buffer the chat session prints into.
-type output struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
+type output struct{ testenv.LogBuffer }
 
 func (o *output) waitFor(t *testing.T, re string) {
 	t.Helper()
