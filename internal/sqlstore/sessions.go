@@ -3,6 +3,8 @@ package sqlstore
 import (
 	"context"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mulchat/mulchat"
@@ -39,33 +41,170 @@ func cidArg(cid uint64) (int64, error) {
 // CreatedAt) when it is zero. ClosedAt and CloseReason are ignored: a
 // session is closed with CloseAuthSession.
 func (q *queries) CreateAuthSession(ctx context.Context, s *mulchat.AuthSession) error {
-	cid, err := cidArg(s.CID)
+	args, createdAt, lastActivity, err := sessionInsertArgs(s)
 	if err != nil {
 		return err
 	}
-	createdAt := now()
-	if !s.CreatedAt.IsZero() {
-		createdAt = normTime(s.CreatedAt)
-	}
-	lastActivity := createdAt
-	if !s.LastActivity.IsZero() {
-		lastActivity = normTime(s.LastActivity)
-	}
 	var id int64
-	err = q.one(ctx, errMsgs{fk: "user does not exist"},
-		`INSERT INTO nats_auth_sessions (user_id, client_id, ip_address, user_agent, created_at, last_activity,
-			expires_at, active, public_key, server_id, cid)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
-		[]any{s.UserID, nullString(s.ClientID), nullString(s.IPAddress), nullString(s.UserAgent), createdAt,
-			lastActivity, s.ExpiresAt, true, nullString(s.PublicKey), nullString(s.ServerID), cid},
+	err = q.one(ctx, errMsgs{fk: "user does not exist"}, sessionInsertQueries[0]+` RETURNING id`, args,
 		func(sc scanner) error { return sc.Scan(&id) })
 	if err != nil {
 		return err
 	}
-	s.ID, s.Active, s.CreatedAt, s.LastActivity = id, true, createdAt, lastActivity
+	s.ID = id
+	setInserted(s, createdAt, lastActivity)
+	return nil
+}
+
+var _ mulchat.SessionBatchQueries = (*queries)(nil)
+
+// sessionInsertColumns are the columns CreateAuthSession(s) write, in the
+// order of sessionInsertArgs.
+const sessionInsertColumns = `INSERT INTO nats_auth_sessions (user_id, client_id, ip_address, user_agent, created_at,
+	last_activity, expires_at, active, public_key, server_id, cid) VALUES `
+
+const sessionInsertArgCount = 11
+
+// sessionInsertArgs normalises s's times as CreateAuthSession does and
+// returns the row's arguments; it sets s's fields only once the row is
+// written (see setInserted).
+func sessionInsertArgs(s *mulchat.AuthSession) (args []any, createdAt, lastActivity time.Time, err error) {
+	cid, err := cidArg(s.CID)
+	if err != nil {
+		return nil, createdAt, lastActivity, err
+	}
+	createdAt = now()
+	if !s.CreatedAt.IsZero() {
+		createdAt = normTime(s.CreatedAt)
+	}
+	lastActivity = createdAt
+	if !s.LastActivity.IsZero() {
+		lastActivity = normTime(s.LastActivity)
+	}
+	return []any{s.UserID, nullString(s.ClientID), nullString(s.IPAddress), nullString(s.UserAgent), createdAt,
+		lastActivity, s.ExpiresAt, true, nullString(s.PublicKey), nullString(s.ServerID), cid}, createdAt, lastActivity, nil
+}
+
+func setInserted(s *mulchat.AuthSession, createdAt, lastActivity time.Time) {
+	s.Active, s.CreatedAt, s.LastActivity = true, createdAt, lastActivity
 	s.ExpiresAt = normTimePtr(s.ExpiresAt)
 	s.ClosedAt, s.CloseReason = nil, ""
+}
+
+// maxSessionInsertRows is the most rows one INSERT of CreateAuthSessions
+// writes (11 arguments a row: 704, under SQLite's oldest limit of 999).
+// Batches are cut into statements of power-of-two sizes up to it, so at most
+// seven statement texts exist and each is prepared once (the SQLite
+// statement cache; pgx caches per connection).
+const maxSessionInsertRows = 64
+
+// sessionInsertQueries[k] inserts 2^k rows.
+var sessionInsertQueries = func() []string {
+	var qs []string
+	for n := 1; n <= maxSessionInsertRows; n *= 2 {
+		var b strings.Builder
+		b.WriteString(sessionInsertColumns)
+		for r := 0; r < n; r++ {
+			if r > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(")
+			for c := 0; c < sessionInsertArgCount; c++ {
+				if c > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString("$" + strconv.Itoa(r*sessionInsertArgCount+c+1))
+			}
+			b.WriteString(")")
+		}
+		qs = append(qs, b.String())
+	}
+	return qs
+}()
+
+// CreateAuthSessions implements mulchat.SessionBatchQueries: the sessions
+// are written by multi-row INSERTs (one transaction, the caller's or its
+// own), so a burst of connects costs a few statements instead of one each.
+func (q *queries) CreateAuthSessions(ctx context.Context, sessions []*mulchat.AuthSession) error {
+	if len(sessions) == 0 {
+		return nil
+	}
+	type times struct{ created, last time.Time }
+	ts := make([]times, len(sessions))
+	args := make([]any, 0, min(len(sessions), maxSessionInsertRows)*sessionInsertArgCount)
+	err := q.inTx(ctx, func(q *queries) error {
+		for done := 0; done < len(sessions); {
+			k := len(sessionInsertQueries) - 1
+			for 1<<k > len(sessions)-done {
+				k--
+			}
+			n := 1 << k
+			args = args[:0]
+			for i, s := range sessions[done : done+n] {
+				a, created, last, err := sessionInsertArgs(s)
+				if err != nil {
+					return err
+				}
+				ts[done+i] = times{created, last}
+				args = append(args, a...)
+			}
+			if _, err := q.exec(ctx, errMsgs{fk: "user does not exist"}, sessionInsertQueries[k], args...); err != nil {
+				return err
+			}
+			done += n
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, s := range sessions {
+		setInserted(s, ts[i].created, ts[i].last)
+	}
 	return nil
+}
+
+// ActiveAuthSessionCIDs implements mulchat.SessionBatchQueries through the
+// partial index on (server_id, cid) WHERE active.
+func (q *queries) ActiveAuthSessionCIDs(ctx context.Context, serverID string, minCID, maxCID uint64) ([]uint64, error) {
+	lo, err := cidArg(minCID)
+	if err != nil {
+		return nil, err
+	}
+	hi, err := cidArg(maxCID)
+	if err != nil {
+		return nil, err
+	}
+	var cids []uint64
+	err = q.many(ctx, `SELECT cid FROM nats_auth_sessions WHERE active AND server_id = $1 AND cid >= $2 AND cid <= $3`,
+		[]any{serverID, lo, hi}, func(s scanner) error {
+			var c int64
+			if err := s.Scan(&c); err != nil {
+				return err
+			}
+			cids = append(cids, uint64(c))
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	return cids, nil
+}
+
+// HasActiveAuthSession implements mulchat.SessionBatchQueries: it stops at
+// the first active row instead of reading them all.
+func (q *queries) HasActiveAuthSession(ctx context.Context, userID int64) (bool, error) {
+	var one int64
+	err := q.one(ctx, errMsgs{notFound: "no active session"},
+		`SELECT 1 FROM nats_auth_sessions WHERE user_id = $1 AND active LIMIT 1`, []any{userID},
+		func(s scanner) error { return s.Scan(&one) })
+	if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func (q *queries) AuthSessionByID(ctx context.Context, id int64) (*mulchat.AuthSession, error) {

@@ -39,8 +39,10 @@ func BenchmarkHoldConnectionsRaw(b *testing.B) { benchHold(b, false) }
 func benchHold(b *testing.B, tracked bool) {
 	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
 	if tracked {
+		// With a presence notifier, as mulchat runs it: the tracker then
+		// also decides each user's online notice.
 		tr, err := New(Config{Store: st.Store, SysConn: st.ServiceConn(b, "tracker", true),
-			ChatAccount: st.Authority.ChatAccountPublicKey(), ReconcileInterval: -1})
+			ChatAccount: st.Authority.ChatAccountPublicKey(), ReconcileInterval: -1, Presence: &notes{}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -156,7 +156,6 @@ func (t *Tracker) gather(ctx context.Context, subject string, req any, one bool)
 // A row the store refuses is logged and skipped; the others are still written
 // (one connection's odd data must not keep every other session wrong).
 func (t *Tracker) Reconcile(ctx context.Context) error {
-	defer t.activeChanged()
 	started := t.now().UTC()
 	live, err := t.LiveConnections(ctx)
 	if err != nil {
@@ -284,7 +283,6 @@ func (t *Tracker) kick(ctx context.Context, serverID string, cid uint64) error {
 // KickSession disconnects one active session of userID. It implements
 // mulchat.SessionKicker.
 func (t *Tracker) KickSession(ctx context.Context, userID, sessionID int64) error {
-	defer t.activeChanged()
 	s, err := t.store.AuthSessionByID(ctx, sessionID)
 	if err != nil || s.UserID != userID || !s.Active {
 		if err != nil && mulchat.ErrorCode(err) != mulchat.ENOTFOUND {
@@ -307,7 +305,6 @@ func (t *Tracker) KickSession(ctx context.Context, userID, sessionID int64) erro
 // rows. With publicKey "" it kicks the user's active sessions from the table.
 // It implements mulchat.SessionKicker and serves as the authority's Kicker.
 func (t *Tracker) KickUser(ctx context.Context, userID int64, publicKey string) error {
-	defer t.activeChanged()
 	var targets []connKey
 	if publicKey != "" {
 		live, err := t.liveConnections(ctx, publicKey)

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,16 +80,6 @@ type Tracker struct {
 	// row existed, so a late connect (or reconcile) does not resurrect them.
 	gone map[connKey]time.Time
 
-	// active caches, per user, the active sessions the writer last listed
-	// (and has added since), so a user with many connections is not listed
-	// again for every batch; only the writer goroutine touches it. Entries
-	// listed in another generation (activeGen: bumped by every write
-	// outside the writer — reconcile, kicks) or older than activeCacheTTL
-	// are listed again; a disconnect of the user drops the entry.
-	active    map[int64]*userActive
-	activeOf  uint64 // the generation active was listed in
-	activeGen atomic.Uint64
-
 	// writeMu serialises this instance's session transactions (the
 	// writer's batches, kicks' and reconciles' closes), so that each close
 	// sees the others' commits when it counts the user's active sessions:
@@ -99,22 +88,6 @@ type Tracker struct {
 	// would be sent.
 	writeMu sync.Mutex
 }
-
-// userActive is a user's active sessions as the writer knows them.
-type userActive struct {
-	sessions []*mulchat.AuthSession
-	listed   time.Time
-}
-
-// activeCacheTTL bounds how long the writer trusts its list of a user's
-// active sessions. Within one instance the list is exact (every other write
-// bumps activeGen); with several instances, another one's writes for the
-// same user are seen at most this late (see docs/realtime.md).
-const activeCacheTTL = time.Second
-
-// activeChanged tells the writer that sessions were written outside it, so
-// its cached lists may be out of date.
-func (t *Tracker) activeChanged() { t.activeGen.Add(1) }
 
 type connKey struct {
 	server string
@@ -125,6 +98,9 @@ type connKey struct {
 func New(cfg Config) (*Tracker, error) {
 	if cfg.Store == nil || cfg.SysConn == nil {
 		return nil, mulchat.Errorf(mulchat.EINVALID, "tracker: Store and SysConn are required")
+	}
+	if _, ok := cfg.Store.(mulchat.SessionBatchQueries); !ok {
+		return nil, mulchat.Errorf(mulchat.EINVALID, "tracker: the store does not implement mulchat.SessionBatchQueries")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -151,7 +127,6 @@ func New(cfg Config) (*Tracker, error) {
 		m:      m,
 		gone:   map[connKey]time.Time{},
 		keys:   map[string]*keyUser{},
-		active: map[int64]*userActive{},
 		events: make(chan *connectEvent, 4096),
 		done:   make(chan struct{}),
 	}, nil
@@ -372,7 +347,7 @@ func (t *Tracker) writeBatch(batch []*connectEvent) {
 	// Resolve keys to users outside the transaction (cached).
 	users := map[string]*keyUser{}
 	for _, ev := range batch {
-		if ev.Type == connectEventType && ev.Client.User != "" {
+		if ev.Client.User != "" {
 			if _, ok := users[ev.Client.User]; !ok {
 				users[ev.Client.User] = t.userByKey(ctx, ev.Client.User)
 			}
@@ -419,23 +394,42 @@ func (b *batchResult) add(o batchResult) {
 	b.closed += o.closed
 }
 
-// writeEvents writes events in one transaction; users maps their keys to
-// users (nil: not a user's).
+// writeEvents writes events in one transaction, in their order; users maps
+// their keys to users (nil: not a user's).
+//
+// Consecutive connects are gathered and written together by openSessions (a
+// few queries and multi-row INSERTs for the lot instead of queries per
+// connection). A disconnect of a gathered connection, or of a gathered
+// connection's user, writes them first, so each user's rows and presence
+// notices follow the events' order.
 func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users map[string]*keyUser) (batchResult, error) {
-	gen, now := t.activeGen.Load(), t.now()
-	if t.activeOf != gen || len(t.active) > 100_000 {
-		clear(t.active) // a write outside the writer: list again
-		t.activeOf = gen
-	}
 	var res batchResult
-	// touched holds the lists this transaction used and extended (nil: the
-	// user had a disconnect, list again); the cache takes them on commit.
-	var touched map[int64]*userActive
 	t.writeMu.Lock()
 	defer t.writeMu.Unlock()
 	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
 		res = batchResult{}
-		touched = map[int64]*userActive{}
+		bq, err := batchQueries(q)
+		if err != nil {
+			return err
+		}
+		var pending []*mulchat.AuthSession
+		pendingUsers := map[int64]bool{}
+		pendingConns := map[connKey]bool{}
+		flush := func() error {
+			if len(pending) == 0 {
+				return nil
+			}
+			opened, notes, err := t.openSessions(ctx, bq, pending, true)
+			if err != nil {
+				return err
+			}
+			res.opened += opened
+			res.notes = append(res.notes, notes...)
+			pending = nil
+			clear(pendingUsers)
+			clear(pendingConns)
+			return nil
+		}
 		for _, ev := range events {
 			switch ev.Type {
 			case connectEventType:
@@ -444,49 +438,23 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 					continue
 				}
 				k := connKey{ev.Server.ID, ev.Client.ID}
-				t.mu.Lock()
-				_, gone := t.gone[k]
-				t.mu.Unlock()
-				if gone {
+				if pendingConns[k] || t.isGone(k) {
 					continue
 				}
 				s := sessionFromEvent(ev, ku)
-				// One listing per user (cached across batches), kept
-				// current as rows are added, instead of one per connection.
-				ua := touched[s.UserID]
-				if ua == nil {
-					if c := t.active[s.UserID]; c != nil && now.Sub(c.listed) < activeCacheTTL {
-						if _, dropped := touched[s.UserID]; !dropped {
-							// Clipped, so appends copy and a rolled back
-							// transaction leaves the cached list as it was.
-							ua = &userActive{sessions: slices.Clip(c.sessions), listed: c.listed}
-						}
-					}
-				}
-				if ua == nil {
-					act, err := q.ListUserAuthSessions(ctx, s.UserID, true)
-					if err != nil {
-						return err
-					}
-					ua = &userActive{sessions: act, listed: now}
-				}
-				touched[s.UserID] = ua
-				created, first, err := openWith(ctx, q, s, ua.sessions)
-				if err != nil {
-					return err
-				}
-				if created {
-					ua.sessions = append(ua.sessions, s)
-				}
-				if created {
-					res.opened++
-				}
-				if first {
-					res.notes = append(res.notes, presenceNote{s.UserID, true})
-				}
+				pending = append(pending, s)
+				pendingUsers[s.UserID] = true
+				pendingConns[k] = true
 			case disconnectEventType:
 				if ev.Server.ID == "" {
 					continue
+				}
+				k := connKey{ev.Server.ID, ev.Client.ID}
+				ku := users[ev.Client.User]
+				if pendingConns[k] || (ku != nil && pendingUsers[ku.id]) {
+					if err := flush(); err != nil {
+						return err
+					}
 				}
 				at := t.now().UTC()
 				if !ev.Time.IsZero() {
@@ -497,14 +465,11 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 					reason = "disconnected"
 				}
 				err := q.CloseAuthSession(ctx, ev.Server.ID, ev.Client.ID, at, reason)
-				if ku := t.userByKey(ctx, ev.Client.User); ku != nil {
-					touched[ku.id] = nil // listed again if needed
-				}
 				if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
 					// A service user, or a disconnect that overtook its
 					// connect (handled by another instance).
 					if ev.Client.User != "" {
-						t.rememberGone(connKey{ev.Server.ID, ev.Client.ID})
+						t.rememberGone(k)
 					}
 					continue
 				}
@@ -512,8 +477,8 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 					return err
 				}
 				res.closed++
-				if ku := t.userByKey(ctx, ev.Client.User); ku != nil {
-					last, err := t.lastClosed(ctx, q, ku.id)
+				if ku != nil {
+					last, err := t.lastClosed(ctx, bq, ku.id)
 					if err != nil {
 						return err
 					}
@@ -523,19 +488,84 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 				}
 			}
 		}
-		return nil
+		return flush()
 	})
 	if err != nil {
 		return batchResult{}, err
 	}
-	for id, ua := range touched {
-		if ua == nil {
-			delete(t.active, id)
-		} else {
-			t.active[id] = ua
+	return res, nil
+}
+
+// openSessions writes the rows of newly seen connections (in order; none
+// twice) unless a connection already has an active row (written by a
+// reconcile, say), and, with presence, returns an online notice for each
+// user who had no active session before. It costs one index range query per
+// server, one existence check per user (with presence) and a multi-row
+// INSERT per 64 rows, whatever the number of sessions each user has.
+func (t *Tracker) openSessions(ctx context.Context, q mulchat.SessionBatchQueries, sessions []*mulchat.AuthSession, presence bool) (opened int, notes []presenceNote, err error) {
+	type cidSpan struct{ lo, hi uint64 }
+	spans := map[string]cidSpan{}
+	for _, s := range sessions {
+		sp, ok := spans[s.ServerID]
+		if !ok {
+			sp = cidSpan{s.CID, s.CID}
+		}
+		sp.lo, sp.hi = min(sp.lo, s.CID), max(sp.hi, s.CID)
+		spans[s.ServerID] = sp
+	}
+	have := map[connKey]bool{}
+	for server, sp := range spans {
+		cids, err := q.ActiveAuthSessionCIDs(ctx, server, sp.lo, sp.hi)
+		if err != nil {
+			return 0, nil, err
+		}
+		for _, c := range cids {
+			have[connKey{server, c}] = true
 		}
 	}
-	return res, nil
+	fresh := make([]*mulchat.AuthSession, 0, len(sessions))
+	for _, s := range sessions {
+		if !have[connKey{s.ServerID, s.CID}] {
+			fresh = append(fresh, s)
+		}
+	}
+	if presence && t.cfg.Presence != nil {
+		checked := map[int64]bool{}
+		for _, s := range fresh {
+			if checked[s.UserID] {
+				continue
+			}
+			checked[s.UserID] = true
+			online, err := q.HasActiveAuthSession(ctx, s.UserID)
+			if err != nil {
+				return 0, nil, err
+			}
+			if !online {
+				notes = append(notes, presenceNote{s.UserID, true})
+			}
+		}
+	}
+	if err := q.CreateAuthSessions(ctx, fresh); err != nil {
+		return 0, nil, err
+	}
+	return len(fresh), notes, nil
+}
+
+// batchQueries returns q's SessionBatchQueries, which New checked the store
+// has.
+func batchQueries(q mulchat.Queries) (mulchat.SessionBatchQueries, error) {
+	bq, ok := q.(mulchat.SessionBatchQueries)
+	if !ok {
+		return nil, mulchat.Errorf(mulchat.EINTERNAL, "tracker: the store's transaction queries do not implement mulchat.SessionBatchQueries")
+	}
+	return bq, nil
+}
+
+func (t *Tracker) isGone(k connKey) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, gone := t.gone[k]
+	return gone
 }
 
 func sessionFromEvent(ev *connectEvent, ku *keyUser) *mulchat.AuthSession {
@@ -543,7 +573,7 @@ func sessionFromEvent(ev *connectEvent, ku *keyUser) *mulchat.AuthSession {
 	if ev.Client.Start != nil {
 		created = ev.Client.Start.UTC()
 	}
-	exp := jwtExpiry(ev.Client.JWT)
+	exp := ku.jwtExpiry(ev.Client.JWT)
 	if exp == nil {
 		exp = ku.expiresAt
 	}
@@ -565,6 +595,33 @@ type keyUser struct {
 	id        int64
 	expiresAt *time.Time
 	cached    time.Time
+	// lastJWT is the last user JWT seen with this key and its expiry: a
+	// user's connections mostly carry the same JWT, whose claims need not
+	// be decoded again for each.
+	lastJWT atomic.Pointer[jwtExp]
+}
+
+type jwtExp struct {
+	token string
+	exp   *time.Time
+}
+
+// jwtExpiry is jwtExpiry(token), remembered for the key's last token.
+func (ku *keyUser) jwtExpiry(token string) *time.Time {
+	if last := ku.lastJWT.Load(); last != nil && last.token == token {
+		return copyTime(last.exp)
+	}
+	exp := jwtExpiry(token)
+	ku.lastJWT.Store(&jwtExp{token: token, exp: copyTime(exp)})
+	return exp
+}
+
+func copyTime(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	c := *t
+	return &c
 }
 
 // keyCacheTTL bounds how long a key→user answer (or "no user": a service
@@ -687,47 +744,6 @@ func jwtExpiry(token string) *time.Time {
 	return &e
 }
 
-func (t *Tracker) onConnect(ctx context.Context, ev *connectEvent) {
-	if ev.Client.User == "" || ev.Server.ID == "" {
-		return
-	}
-	t.mu.Lock()
-	_, gone := t.gone[connKey{ev.Server.ID, ev.Client.ID}]
-	t.mu.Unlock()
-	if gone {
-		return
-	}
-	created := t.now().UTC()
-	if ev.Client.Start != nil {
-		created = ev.Client.Start.UTC()
-	}
-	s := &mulchat.AuthSession{
-		ClientID:  fmt.Sprintf("%s/%d", ev.Server.ID, ev.Client.ID),
-		IPAddress: ev.Client.Host,
-		UserAgent: userAgent(ev.Client.Name, ev.Client.Lang, ev.Client.Version),
-		PublicKey: ev.Client.User,
-		ServerID:  ev.Server.ID,
-		CID:       ev.Client.ID,
-		CreatedAt: created,
-		ExpiresAt: jwtExpiry(ev.Client.JWT),
-	}
-	first, err := t.open(ctx, s)
-	if err != nil {
-		if mulchat.ErrorCode(err) != mulchat.ENOTFOUND {
-			t.log.Warn("record session failed", "client_id", s.ClientID, "err", err)
-		}
-		return
-	}
-	if s.ID != 0 {
-		t.m.opened.Inc()
-	}
-	if first && t.cfg.Presence != nil {
-		if err := t.cfg.Presence.PresenceChanged(ctx, s.UserID, true); err != nil {
-			t.log.Warn("presence notice failed", "user_id", s.UserID, "err", err)
-		}
-	}
-}
-
 // open writes an active session row for a live connection unless one
 // exists (reconcile). ENOTFOUND means the key is no mulchat user's.
 func (t *Tracker) open(ctx context.Context, s *mulchat.AuthSession) (created bool, err error) {
@@ -742,7 +758,12 @@ func (t *Tracker) open(ctx context.Context, s *mulchat.AuthSession) (created boo
 	t.writeMu.Lock()
 	defer t.writeMu.Unlock()
 	err = t.store.InTx(ctx, func(q mulchat.Queries) error {
-		created, _, err = openTx(ctx, q, s)
+		bq, err := batchQueries(q)
+		if err != nil {
+			return err
+		}
+		n, _, err := t.openSessions(ctx, bq, []*mulchat.AuthSession{s}, false)
+		created = n == 1
 		return err
 	})
 	return created, err
@@ -755,15 +776,12 @@ func (t *Tracker) open(ctx context.Context, s *mulchat.AuthSession) (created boo
 // and only when its own CloseAuthSession changed a row, so whichever path
 // closes a user's last session sends the one offline notice and the others
 // (finding the row already closed) send none.
-func (t *Tracker) lastClosed(ctx context.Context, q mulchat.Queries, userID int64) (bool, error) {
+func (t *Tracker) lastClosed(ctx context.Context, q mulchat.SessionBatchQueries, userID int64) (bool, error) {
 	if t.cfg.Presence == nil {
 		return false, nil
 	}
-	active, err := q.ListUserAuthSessions(ctx, userID, true)
-	if err != nil {
-		return false, err
-	}
-	return len(active) == 0, nil
+	online, err := q.HasActiveAuthSession(ctx, userID)
+	return !online, err
 }
 
 // closeSession closes the active row of connection (serverID, cid), a
@@ -772,7 +790,6 @@ func (t *Tracker) lastClosed(ctx context.Context, q mulchat.Queries, userID int6
 // closed the row: ENOTFOUND (already closed, by the disconnect event say) is
 // not an error and sends nothing.
 func (t *Tracker) closeSession(ctx context.Context, userID int64, serverID string, cid uint64, at time.Time, reason string) (bool, error) {
-	defer t.activeChanged()
 	var closed, last bool
 	t.writeMu.Lock()
 	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
@@ -786,9 +803,14 @@ func (t *Tracker) closeSession(ctx context.Context, userID int64, serverID strin
 		}
 		closed = true
 		if userID != 0 {
-			last, err = t.lastClosed(ctx, q, userID)
+			bq, err := batchQueries(q)
+			if err != nil {
+				return err
+			}
+			last, err = t.lastClosed(ctx, bq, userID)
+			return err
 		}
-		return err
+		return nil
 	})
 	t.writeMu.Unlock()
 	if err != nil {
@@ -800,30 +822,6 @@ func (t *Tracker) closeSession(ctx context.Context, userID int64, serverID strin
 		}
 	}
 	return closed, nil
-}
-
-// openTx creates s unless its connection already has an active row, and
-// reports whether it was created and whether it is the user's only active
-// session.
-func openTx(ctx context.Context, q mulchat.Queries, s *mulchat.AuthSession) (created, first bool, err error) {
-	active, err := q.ListUserAuthSessions(ctx, s.UserID, true)
-	if err != nil {
-		return false, false, err
-	}
-	return openWith(ctx, q, s, active)
-}
-
-// openWith is openTx with the user's active sessions already listed.
-func openWith(ctx context.Context, q mulchat.Queries, s *mulchat.AuthSession, active []*mulchat.AuthSession) (created, first bool, err error) {
-	for _, a := range active {
-		if a.ServerID == s.ServerID && a.CID == s.CID {
-			return false, false, nil
-		}
-	}
-	if err := q.CreateAuthSession(ctx, s); err != nil {
-		return false, false, err
-	}
-	return true, len(active) == 0, nil
 }
 
 func (t *Tracker) rememberGone(k connKey) {
