@@ -25,3 +25,23 @@ type NATSCredentialSetter interface {
 	// (which may have to revoke the stored key, or refuse).
 	SetUserNATSCredentialIfNothingToRevoke(ctx context.Context, userID int64, c NATSCredential) (bool, error)
 }
+
+// NATSJWTRefresher is implemented by a store that can replace the JWT of a
+// user's current key in one statement without touching its recorded expiry,
+// and may commit that write without waiting for it to be durable.
+//
+// Losing such a write in a database crash is harmless only because the
+// recorded expiry (users.nats_expires_at) already covers the new JWT: the
+// store then still holds an older JWT of the same key, and the key's
+// revocation entry, which lives until the recorded expiry, still outlives the
+// lost JWT. The condition is part of the statement, so it holds whatever
+// concurrent writes do.
+type NATSJWTRefresher interface {
+	// RefreshUserNATSJWT writes c.JWT, c.SeedHash and c.AccountPublicKey
+	// only when the user is active and holds c.PublicKey, unrevoked, in
+	// account c.AccountID, with a recorded expiry no earlier than
+	// *c.ExpiresAt. It leaves every other column, the expiry included, as
+	// it is, and reports whether it wrote; false means the caller must take
+	// its durable path.
+	RefreshUserNATSJWT(ctx context.Context, userID int64, c NATSCredential) (bool, error)
+}

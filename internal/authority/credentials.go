@@ -75,8 +75,15 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 	}
 	now := a.now()
 	exp := expiry(now, ttl)
+	// covered: a client refreshing the JWT of its current key, whose recorded
+	// expiry already covers the new JWT; the store may then write it without
+	// waiting for durability (see refreshExpiry).
+	covered := false
 	if u.NATS.PublicKey == publicKey {
 		exp = notShorter(exp, u.NATS)
+		if seed == nil && u.NATS.ExpiredAt == nil && u.NATS.ExpiresAt != nil && u.NATS.AccountID == a.chat.id {
+			exp, covered = a.refreshExpiry(now, ttl, exp, *u.NATS.ExpiresAt)
+		}
 	}
 	token, err := a.signUser(u, publicKey, grants, exp)
 	if err != nil {
@@ -98,6 +105,21 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		out.Seed = seed
 		if out.Creds, err = formatFreshCreds(token, seed); err != nil {
 			return nil, err
+		}
+	}
+
+	if covered {
+		if r, ok := a.store.(mulchat.NATSJWTRefresher); ok {
+			wrote, err := r.RefreshUserNATSJWT(ctx, userID, cred)
+			if err != nil {
+				return nil, err
+			}
+			if wrote {
+				a.issued.WithLabelValues("issue").Inc()
+				a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
+					"generated", false, "expires_at", exp, "refresh", true)
+				return out, nil
+			}
 		}
 	}
 
@@ -225,6 +247,35 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 	a.issued.WithLabelValues("renew").Inc()
 	a.log.Info("renewed nats credential", "user_id", userID, "public_key", publicKey, "expires_at", exp)
 	return &IssuedCredential{JWT: token, PublicKey: publicKey, ExpiresAt: exp}, nil
+}
+
+// refreshSlack is how much longer than asked the JWT of a same-key refresh
+// that extends the key's recorded expiry lives: 1/16 of its TTL (90 min for
+// 24 h).
+func refreshSlack(ttl time.Duration) time.Duration { return ttl / 16 }
+
+// refreshExpiry decides the expiry of a JWT refreshing the current,
+// unrevoked key whose recorded expiry is recorded, and whether that recorded
+// expiry covers it.
+//
+// A refresh whose JWT expires no later than the recorded expiry may be
+// written without waiting for durability (mulchat.NATSJWTRefresher): should
+// the write be lost in a database crash, the key's revocation entry, which
+// lives until the recorded expiry, still outlives the lost JWT, so pruning
+// can never bring it back. A refresh that must extend the recorded expiry is
+// written durably, and extends it by refreshSlack beyond what was asked
+// (never past MaxTTL from now), so that the refreshes of the next
+// refreshSlack — page reloads, restarts, several devices — are covered. The
+// cost is a JWT (and a revocation entry) living up to 1/16 of its TTL longer.
+func (a *Authority) refreshExpiry(now time.Time, ttl time.Duration, exp, recorded time.Time) (time.Time, bool) {
+	if !exp.After(recorded) {
+		return exp, true
+	}
+	exp = exp.Add(refreshSlack(ttl)).Truncate(time.Second)
+	if limit := expiry(now, a.maxTTL); exp.After(limit) {
+		exp = limit
+	}
+	return exp, false
 }
 
 // replaces reports whether storing a credential for publicKey replaces prev

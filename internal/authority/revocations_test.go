@@ -230,3 +230,105 @@ func TestRenewNeverShortens(t *testing.T) {
 		}
 	})
 }
+
+// refreshRecorder is the store, noting which credential writes went through
+// mulchat.NATSJWTRefresher, the only ones PostgreSQL may commit without
+// waiting for durability.
+type refreshRecorder struct {
+	*sqlstore.DB
+	relaxed int
+}
+
+func (r *refreshRecorder) RefreshUserNATSJWT(ctx context.Context, userID int64, c mulchat.NATSCredential) (bool, error) {
+	wrote, err := r.DB.RefreshUserNATSJWT(ctx, userID, c)
+	if wrote {
+		r.relaxed++
+	}
+	return wrote, err
+}
+
+// TestLostRefreshStaysRevoked: a database crash loses the writes committed
+// since the last durable one (WAL is flushed in order, so a durable commit
+// makes every earlier one durable too). Same-key refreshes whose writes were
+// relaxed are then lost, while the client holds their JWTs. Revoking the key
+// afterwards must refuse each of those JWTs for as long as it is valid: the
+// revocation entry, pruned at the recorded expiry, must not be pruned before
+// any of them expires, or pruning would bring a revoked JWT back.
+func TestLostRefreshStaysRevoked(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		clk := newClock(time.Now())
+		store := &refreshRecorder{DB: db}
+		a := openAuthority(t, store, randomMasterKey(t), func(c *Config) { c.Now = clk.Now })
+		u := createUser(t, db, "alice")
+		other := createUser(t, db, "other")
+		kp, _ := nkeys.CreateUser()
+		pub, _ := kp.PublicKey()
+		// other's key, replaced below to make the authority rewrite (and
+		// prune) the account JWT.
+		if _, err := a.IssueUserCredential(ctx, other.ID, "", 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+
+		var issued []*jwt.UserClaims
+		var durable mulchat.NATSCredential // the row as a crash leaves it
+		for i := range 8 {
+			relaxed := store.relaxed
+			ic, err := a.IssueUserCredential(ctx, u.ID, pub, time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			uc, err := jwt.DecodeUserClaims(ic.JWT)
+			if err != nil {
+				t.Fatal(err)
+			}
+			issued = append(issued, uc)
+			if store.relaxed == relaxed {
+				if durable, err = db.GetUserNATSCredential(ctx, u.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if i == 0 {
+				clk.Add(time.Minute)
+			} else {
+				clk.Add(20 * time.Second)
+			}
+		}
+		if store.relaxed == 0 {
+			t.Fatal("no refresh was written through the relaxed path; the test checks nothing")
+		}
+		// The crash: the relaxed writes since the last durable one are lost.
+		if err := db.UpdateUserNATSCredential(ctx, u.ID, durable); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.RevokeUserCredential(ctx, u.ID); err != nil {
+			t.Fatal(err)
+		}
+		ac := chatClaims(t, db, a)
+		last := int64(0)
+		for i, uc := range issued {
+			last = max(last, uc.Expires)
+			if !ac.IsClaimRevoked(uc) {
+				t.Errorf("JWT %d not refused after the revocation", i)
+			}
+			// Pruning drops the entry once its timestamp has passed.
+			if ts := ac.Revocations[pub]; ts < uc.Expires {
+				t.Errorf("JWT %d expires at %v, after its key's entry can be pruned (%v)", i,
+					time.Unix(uc.Expires, 0).UTC(), time.Unix(ts, 0).UTC())
+			}
+		}
+		// Just before the last of them expires, after a rewrite (replacing
+		// other's key, which is when pruning happens), the entry must still
+		// refuse the ones still valid.
+		clk.Add(time.Unix(last, 0).Add(-time.Second).Sub(clk.Now()))
+		if _, err := a.IssueUserCredential(ctx, other.ID, "", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		ac = chatClaims(t, db, a)
+		for i, uc := range issued {
+			if uc.Expires > clk.Now().Unix() && !ac.IsClaimRevoked(uc) {
+				t.Errorf("JWT %d (expires %v) no longer refused at %v", i, time.Unix(uc.Expires, 0).UTC(), clk.Now().UTC())
+			}
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/sqlstore"
@@ -119,5 +120,82 @@ func TestSetUserNATSCredentialIfNothingToRevoke(t *testing.T) {
 		u := newUser(t, db, "fk")
 		_, err = db.SetUserNATSCredentialIfNothingToRevoke(ctx, u.ID, mulchat.NATSCredential{PublicKey: "U1", AccountID: 777})
 		wantCode(t, err, mulchat.EINVALID)
+	})
+}
+
+// TestRefreshUserNATSJWT: the JWT of the current key is replaced only when
+// the recorded expiry covers the new one, and nothing else changes; on
+// PostgreSQL the relaxed commit does not outlive the statement.
+func TestRefreshUserNATSJWT(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		// One connection, so a setting left behind by the statement would be
+		// seen by the checks below.
+		db.SQL().SetMaxOpenConns(1)
+		acc := newAccount(t, db, "chat")
+		other := newAccount(t, db, "other")
+		u := newUser(t, db, "alice")
+		expires := ts("2030-01-01T00:00:00Z")
+		stored := mulchat.NATSCredential{JWT: "old-jwt", PublicKey: "UKEY", AccountID: acc.ID,
+			AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(expires)}
+		mustNil(t, db.UpdateUserNATSCredential(ctx, u.ID, stored))
+		refresh := func(c mulchat.NATSCredential) bool {
+			t.Helper()
+			wrote, err := db.RefreshUserNATSJWT(ctx, u.ID, c)
+			mustNil(t, err)
+			return wrote
+		}
+		with := func(f func(c *mulchat.NATSCredential)) mulchat.NATSCredential {
+			c := stored
+			c.JWT = "new-jwt"
+			f(&c)
+			return c
+		}
+		for name, c := range map[string]mulchat.NATSCredential{
+			"later expiry":  with(func(c *mulchat.NATSCredential) { c.ExpiresAt = ptr(expires.Add(time.Second)) }),
+			"other key":     with(func(c *mulchat.NATSCredential) { c.PublicKey = "UOTHER" }),
+			"other account": with(func(c *mulchat.NATSCredential) { c.AccountID = other.ID }),
+			"no expiry":     with(func(c *mulchat.NATSCredential) { c.ExpiresAt = nil }),
+		} {
+			if refresh(c) {
+				t.Errorf("%s: written", name)
+			}
+		}
+		got, err := db.GetUserNATSCredential(ctx, u.ID)
+		mustNil(t, err)
+		if got.JWT != "old-jwt" {
+			t.Fatalf("a refused refresh wrote: %+v", got)
+		}
+
+		if !refresh(with(func(c *mulchat.NATSCredential) { c.ExpiresAt = ptr(expires.Add(-time.Hour)) })) {
+			t.Fatal("covered refresh not written")
+		}
+		got, err = db.GetUserNATSCredential(ctx, u.ID)
+		mustNil(t, err)
+		if got.JWT != "new-jwt" || got.PublicKey != "UKEY" || got.AccountID != acc.ID ||
+			got.ExpiresAt == nil || !got.ExpiresAt.Equal(expires) || got.ExpiredAt != nil {
+			t.Fatalf("after refresh: %+v (the expiry must stay %v)", got, expires)
+		}
+		if db.Dialect() == sqlstore.DialectPostgres {
+			var sc string
+			mustNil(t, db.SQL().QueryRowContext(ctx, `SHOW synchronous_commit`).Scan(&sc))
+			if sc != "on" {
+				t.Fatalf("synchronous_commit = %q after a refresh, want on", sc)
+			}
+		}
+
+		// Revoked or disabled: never written.
+		mustNil(t, db.ExpireUserNATSCredential(ctx, u.ID, ts("2026-06-01T00:00:00Z")))
+		if refresh(with(func(c *mulchat.NATSCredential) { c.JWT = "after-revoke" })) {
+			t.Error("refresh of a revoked key written")
+		}
+		v := newUser(t, db, "bob")
+		mustNil(t, db.UpdateUserNATSCredential(ctx, v.ID, mulchat.NATSCredential{JWT: "bob-jwt", PublicKey: "UBOB",
+			AccountID: acc.ID, AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(expires)}))
+		mustNil(t, db.UpdateUserActive(ctx, v.ID, false))
+		if wrote, err := db.RefreshUserNATSJWT(ctx, v.ID, mulchat.NATSCredential{JWT: "x", PublicKey: "UBOB",
+			AccountID: acc.ID, AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(expires)}); err != nil || wrote {
+			t.Errorf("refresh of a disabled user: wrote %v, err %v", wrote, err)
+		}
 	})
 }
