@@ -17,10 +17,14 @@ import (
 	"github.com/mulchat/mulchat/internal/password"
 )
 
-// session is the authenticated caller of a request.
+// session is the authenticated caller of a request. When it came from the
+// auth cache, user holds only the id (and is active as of the cache entry);
+// handlers needing more read the user (userFresh).
 type session struct {
-	user  *mulchat.User
-	token *mulchat.APIToken
+	user      *mulchat.User
+	token     *mulchat.APIToken
+	tokenHash [32]byte
+	fromCache bool
 }
 
 // authedHandler is a handler that runs only for an authenticated caller.
@@ -56,17 +60,44 @@ func (s *Server) authenticate(r *http.Request) (*session, error) {
 	if _, err := base64.RawURLEncoding.DecodeString(tok); err != nil {
 		return nil, unauthorized
 	}
-	t, u, err := s.tokenWithUser(r.Context(), hashToken(tok))
+	sum := sha256.Sum256([]byte(tok))
+	now := s.now()
+	if e, ok := s.authCache.get(sum, now); ok {
+		return &session{
+			user:      &mulchat.User{ID: e.userID, IsActive: true},
+			token:     &mulchat.APIToken{ID: e.tokenID, UserID: e.userID, ExpiresAt: e.tokenExpires},
+			tokenHash: sum,
+			fromCache: true,
+		}, nil
+	}
+	gen := s.authCache.generation()
+	t, u, err := s.tokenWithUser(r.Context(), hex.EncodeToString(sum[:]))
 	if err != nil {
 		if mulchat.ErrorCode(err) == mulchat.ENOTFOUND {
 			return nil, unauthorized
 		}
 		return nil, err
 	}
-	if t.RevokedAt != nil || !s.now().Before(t.ExpiresAt) || !u.IsActive {
+	if t.RevokedAt != nil || !now.Before(t.ExpiresAt) || !u.IsActive {
 		return nil, unauthorized
 	}
-	return &session{user: u, token: t}, nil
+	s.authCache.put(sum, t, now, gen)
+	return &session{user: u, token: t, tokenHash: sum}, nil
+}
+
+// userFresh returns the caller's user row as the database holds it now.
+func (s *Server) userFresh(ctx context.Context, sess *session) (*mulchat.User, error) {
+	if !sess.fromCache {
+		return sess.user, nil
+	}
+	u, err := s.store.UserByID(ctx, sess.user.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !u.IsActive {
+		return nil, mulchat.Errorf(mulchat.EUNAUTHORIZED, "missing, invalid or expired bearer token")
+	}
+	return u, nil
 }
 
 // tokenWithUser reads a token and its user, in one statement when the store
@@ -240,7 +271,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request, sess *session) {
-	if err := s.store.RevokeAPIToken(r.Context(), sess.token.ID, s.now().UTC()); err != nil {
+	err := s.store.RevokeAPIToken(r.Context(), sess.token.ID, s.now().UTC())
+	// Forgotten after the revocation is committed, so no request of this
+	// instance is served from the cache with the token from now on.
+	s.authCache.forget(sess.tokenHash)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}

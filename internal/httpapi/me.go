@@ -39,8 +39,13 @@ func userJSON(u *mulchat.User) userView {
 }
 
 func (s *Server) handleMe(w http.ResponseWriter, r *http.Request, sess *session) {
-	v := userJSON(sess.user)
-	c := sess.user.NATS
+	u, err := s.userFresh(r.Context(), sess)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v := userJSON(u)
+	c := u.NATS
 	v.NATS = &natsView{Status: c.Status(s.now()), PublicKey: c.PublicKey, Account: c.AccountPublicKey,
 		ExpiresAt: utcPtr(c.ExpiresAt), ExpiredAt: utcPtr(c.ExpiredAt)}
 	writeJSON(w, http.StatusOK, v)

@@ -115,6 +115,12 @@ type Config struct {
 	CredentialRate CredentialRate
 	// Static serves the web page at "/"; nil serves nothing there.
 	Static http.Handler
+	// AuthCacheTTL is how long a bearer token found valid is trusted
+	// without reading it again (authCache): the bound on how late a logout
+	// on another instance, or a user disabled from the command line, takes
+	// effect on this one. 0 means DefaultAuthCacheTTL; negative turns the
+	// cache off.
+	AuthCacheTTL time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -129,6 +135,7 @@ type Server struct {
 	limiter     *loginLimiter
 	credLimiter *credentialLimiter
 	metrics     *metrics
+	authCache   *authCache
 	handler     http.Handler
 }
 
@@ -151,6 +158,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.AuthCacheTTL == 0 {
+		cfg.AuthCacheTTL = DefaultAuthCacheTTL
 	}
 	lr := cfg.LoginRate
 	d := DefaultLoginRate
@@ -209,6 +219,7 @@ func New(cfg Config) (*Server, error) {
 		limiter:     newLoginLimiter(lr, cfg.Now),
 		credLimiter: newCredentialLimiter(cr, cfg.Now),
 		metrics:     m,
+		authCache:   newAuthCache(cfg.AuthCacheTTL),
 	}
 	s.handler = s.routes()
 	return s, nil
