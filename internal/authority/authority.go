@@ -86,6 +86,7 @@ type Authority struct {
 	kicker Kicker
 
 	claims claimsCache
+	recent recentIssues
 }
 
 // accountKeys is what the authority keeps in memory of an account it signs

@@ -52,9 +52,21 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 		return nil, mulchat.Errorf(mulchat.EINVALID, "public_key must be a NATS user public key (56 characters starting with U)")
 	}
 
+	// A client refreshing the JWT of the key it was just issued: signed from
+	// what that issuance read, written in one conditional statement.
+	if seed == nil {
+		if u, grants, ok := a.recent.get(userID, publicKey); ok {
+			out, ok, err := a.refreshRecent(ctx, u, grants, ttl)
+			if err != nil || ok {
+				return out, err
+			}
+		}
+	}
+
 	// Read and sign outside the transaction: signing is the expensive part,
 	// and holding the store's write lock while signing would serialise every
 	// issuance. The transaction re-reads the row before writing.
+	read := time.Now()
 	u, grants, err := a.userAndGrants(ctx, userID)
 	if err != nil {
 		return nil, err
@@ -118,6 +130,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 				a.issued.WithLabelValues("issue").Inc()
 				a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
 					"generated", false, "expires_at", exp, "refresh", true)
+				a.recent.put(u, grants, cred, read)
 				return out, nil
 			}
 		}
@@ -138,6 +151,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 				a.issued.WithLabelValues("issue").Inc()
 				a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
 					"generated", seed != nil, "expires_at", exp)
+				a.recent.put(u, grants, cred, read)
 				return out, nil
 			}
 		}
@@ -183,6 +197,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 	a.issued.WithLabelValues("issue").Inc()
 	a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
 		"generated", seed != nil, "expires_at", exp)
+	a.recent.put(u, grants, cred, read)
 	if old.key != "" {
 		// The new credential is committed; failing to propagate the old
 		// key's revocation now must not fail the issue. It is logged, and
@@ -209,6 +224,7 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 	if err != nil {
 		return nil, err
 	}
+	a.recent.forget(userID)
 	u, grants, err := a.userAndGrants(ctx, userID)
 	if err != nil {
 		return nil, err
@@ -247,6 +263,37 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 	a.issued.WithLabelValues("renew").Inc()
 	a.log.Info("renewed nats credential", "user_id", userID, "public_key", publicKey, "expires_at", exp)
 	return &IssuedCredential{JWT: token, PublicKey: publicKey, ExpiresAt: exp}, nil
+}
+
+// refreshRecent signs a refresh of u's current key from the user and grants
+// an issuance read less than recentTTL ago (recentIssues), and writes it if
+// the recorded expiry covers it, in the one conditional statement of
+// mulchat.NATSJWTRefresher. ok false (nothing written) sends the caller to
+// its general path, which reads the row again.
+func (a *Authority) refreshRecent(ctx context.Context, u *mulchat.User, grants []*mulchat.Permission, ttl time.Duration) (*IssuedCredential, bool, error) {
+	r, ok := a.store.(mulchat.NATSJWTRefresher)
+	if !ok || u.NATS.AccountID != a.chat.id {
+		return nil, false, nil
+	}
+	now := a.now()
+	exp, covered := a.refreshExpiry(now, ttl, notShorter(expiry(now, ttl), u.NATS), *u.NATS.ExpiresAt)
+	if !covered {
+		return nil, false, nil
+	}
+	token, err := a.signUser(u, u.NATS.PublicKey, grants, exp)
+	if err != nil {
+		return nil, false, err
+	}
+	cred := mulchat.NATSCredential{JWT: token, PublicKey: u.NATS.PublicKey, AccountID: a.chat.id,
+		AccountPublicKey: a.chat.pub, ExpiresAt: &exp}
+	wrote, err := r.RefreshUserNATSJWT(ctx, u.ID, cred)
+	if err != nil || !wrote {
+		return nil, false, err
+	}
+	a.issued.WithLabelValues("issue").Inc()
+	a.log.Info("issued nats credential", "user_id", u.ID, "public_key", u.NATS.PublicKey,
+		"generated", false, "expires_at", exp, "refresh", true)
+	return &IssuedCredential{JWT: token, PublicKey: u.NATS.PublicKey, ExpiresAt: exp}, true, nil
 }
 
 // refreshSlack is how much longer than asked the JWT of a same-key refresh
@@ -326,6 +373,7 @@ func renewable(u *mulchat.User) error {
 // revocation is stored and a retry (or PushAccounts at the next start)
 // propagates it.
 func (a *Authority) RevokeUserCredential(ctx context.Context, userID int64) error {
+	a.recent.forget(userID)
 	now := a.now()
 	var rev revocation
 	var account int64

@@ -332,3 +332,50 @@ func TestLostRefreshStaysRevoked(t *testing.T) {
 		}
 	})
 }
+
+// TestRecentRefreshChecksTheRow: a refresh signed from the user row an
+// issuance just read (recentIssues) is still refused at once when the user
+// was disabled, or the key revoked by another instance, since then.
+func TestRecentRefreshChecksTheRow(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		key := randomMasterKey(t)
+		a := openAuthority(t, db, key)
+		other := openAuthority(t, db, key) // another instance
+		u := createUser(t, db, "alice")
+		kp, _ := nkeys.CreateUser()
+		pub, _ := kp.PublicKey()
+		for range 3 {
+			if _, err := a.IssueUserCredential(ctx, u.ID, pub, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.UpdateUserActive(ctx, u.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.IssueUserCredential(ctx, u.ID, pub, time.Hour); mulchat.ErrorCode(err) != mulchat.EFORBIDDEN {
+			t.Fatalf("refresh for a disabled user: err = %v, want EFORBIDDEN", err)
+		}
+		if err := db.UpdateUserActive(ctx, u.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if _, err := a.IssueUserCredential(ctx, u.ID, pub, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := other.RevokeUserCredential(ctx, u.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.IssueUserCredential(ctx, u.ID, pub, time.Hour); mulchat.ErrorCode(err) != mulchat.EFORBIDDEN {
+			t.Fatalf("refresh of a key revoked elsewhere: err = %v, want EFORBIDDEN", err)
+		}
+		got, err := db.GetUserNATSCredential(ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ExpiredAt == nil {
+			t.Fatal("the revoked credential was brought back")
+		}
+	})
+}
