@@ -2,12 +2,11 @@ package credmigrate
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"hash"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -28,7 +27,7 @@ type PassStats struct {
 	TargetDigest string           `json:"target_digest"`
 	DigestUsers  int64            `json:"digest_users"`
 
-	src, dst hash.Hash
+	src, dst digest256
 }
 
 // Mismatch is one user whose users.nats_* columns do not match the legacy
@@ -42,12 +41,12 @@ type Mismatch struct {
 const maxSamples = 100
 
 func newPassStats() *PassStats {
-	return &PassStats{Actions: map[string]int64{}, Verified: map[string]int64{}, src: sha256.New(), dst: sha256.New()}
+	return &PassStats{Actions: map[string]int64{}, Verified: map[string]int64{}}
 }
 
 func (s *PassStats) finish() {
-	s.SourceDigest = hex.EncodeToString(s.src.Sum(nil))
-	s.TargetDigest = hex.EncodeToString(s.dst.Sum(nil))
+	s.SourceDigest = s.src.String()
+	s.TargetDigest = s.dst.String()
 }
 
 func (s *PassStats) mismatch(m Mismatch) {
@@ -77,6 +76,8 @@ func (s *PassStats) merge(b *PassStats) {
 		}
 	}
 	s.DigestUsers += b.DigestUsers
+	s.src.add(b.src)
+	s.dst.add(b.dst)
 }
 
 const legacySelect = "SELECT id, user_id, jwt, seed_hash, public_key, account_id, account_public_key, expires_at, expired_at FROM " + LegacyTable
@@ -111,9 +112,34 @@ func (m *Migrator) batchIDs(ctx context.Context, q queryer, after int64, n int) 
 	return ids, rows.Err()
 }
 
+// rangeIDs returns the user ids of the legacy table in (lo, hi].
+func (m *Migrator) rangeIDs(ctx context.Context, q queryer, lo, hi int64) ([]int64, error) {
+	rows, err := q.QueryContext(ctx, m.q("SELECT DISTINCT user_id FROM "+LegacyTable+" WHERE user_id > ? AND user_id <= ? ORDER BY user_id"), lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
 // legacyRows reads the legacy rows of user ids in (lo, hi], grouped by user.
 func (m *Migrator) legacyRows(ctx context.Context, q queryer, lo, hi int64) (map[int64][]*legacyRow, error) {
-	rows, err := q.QueryContext(ctx, m.q(legacySelect+" WHERE user_id > ? AND user_id <= ?"), lo, hi)
+	query := legacySelect + " WHERE user_id > ? AND user_id <= ?"
+	pg := m.dialect == Postgres
+	if pg {
+		// xmin identifies the row version read: the database copies a
+		// winning row only if it is still that version (see copyDirect).
+		query = strings.Replace(query, "expired_at FROM", "expired_at, xmin::text FROM", 1)
+	}
+	rows, err := q.QueryContext(ctx, m.q(query), lo, hi)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +147,14 @@ func (m *Migrator) legacyRows(ctx context.Context, q queryer, lo, hi int64) (map
 	out := map[int64][]*legacyRow{}
 	for rows.Next() {
 		r := &legacyRow{}
-		if err := scanCred(rows, &r.ID, &r.UserID, &r.cred); err != nil {
+		var err error
+		if pg {
+			c := &r.cred
+			err = rows.Scan(&r.ID, &r.UserID, &c.JWT, &c.SeedHash, &c.PublicKey, &c.AccountID, &c.AccountPublicKey, &c.ExpiresAt, &c.ExpiredAt, &r.xmin)
+		} else {
+			err = scanCred(rows, &r.ID, &r.UserID, &r.cred)
+		}
+		if err != nil {
 			return nil, err
 		}
 		if r.JWT.Valid {
@@ -160,6 +193,165 @@ func (m *Migrator) userCreds(ctx context.Context, q queryer, lo, hi int64, forUp
 type userUpdate struct {
 	id int64
 	c  cred
+	// For a copy the database makes from the winning legacy row: its id,
+	// and (PostgreSQL) the row version read.
+	credID int64
+	xmin   string
+}
+
+// verbatimCopy reports whether d writes exactly the winning row w as stored
+// (no seed to hash, no revocation to keep, timestamps in the form the
+// migration writes), so the database can copy it without the values
+// crossing the driver again.
+func verbatimCopy(w *legacyRow, d decision) bool {
+	switch d.action {
+	case actionCopy, actionReplaceOlder, actionReplaceLegacy:
+	default:
+		return false
+	}
+	return !(w.SeedHash.Valid && isSeed(w.SeedHash.String)) && w.ExpiresAt.verbatim() && w.ExpiredAt.verbatim()
+}
+
+// errBatchRaced: a winning legacy row changed between the batch's read and
+// its copy (PostgreSQL, where the legacy app is not locked out); the batch
+// is retried.
+var errBatchRaced = errorf("a legacy credential changed while its batch ran")
+
+const directSet = `nats_jwt = c.jwt, nats_seed_hash = c.seed_hash, nats_public_key = c.public_key,
+	nats_account_id = c.account_id, nats_account_public_key = c.account_public_key,
+	nats_expires_at = c.expires_at, nats_expired_at = c.expired_at`
+
+// copyDirect writes each user's winning legacy row with one UPDATE … FROM
+// the legacy table, given only (user id, credential id) pairs.
+func (m *Migrator) copyDirect(ctx context.Context, tx *sql.Tx, ups []userUpdate) error {
+	if m.dialect == Postgres {
+		// Timestamps without time zone (legacy) become timestamptz in UTC,
+		// as the values read by Go are.
+		if _, err := tx.ExecContext(ctx, "SET LOCAL TimeZone TO 'UTC'"); err != nil {
+			return err
+		}
+		uids, cids, xmins := make([]int64, len(ups)), make([]int64, len(ups)), make([]string, len(ups))
+		for i, u := range ups {
+			uids[i], cids[i], xmins[i] = u.id, u.credID, u.xmin
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE users AS u SET `+directSet+`
+FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS v(uid, cid, xmin)
+	JOIN `+LegacyTable+` AS c ON c.id = v.cid AND c.xmin::text = v.xmin
+WHERE u.id = v.uid`, uids, cids, xmins)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != int64(len(ups)) {
+			return errBatchRaced
+		}
+		return nil
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE users SET `+directSet+`
+FROM (SELECT CAST(key AS INTEGER) AS uid, value AS cid FROM json_each(?)) AS v
+	JOIN `+LegacyTable+` AS c ON c.id = v.cid
+WHERE users.id = v.uid`, pairsJSON(ups))
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != int64(len(ups)) {
+		return errBatchRaced
+	}
+	return nil
+}
+
+// pairsJSON encodes {"user id": credential id, …} for SQLite's json_each.
+func pairsJSON(ups []userUpdate) string {
+	b := make([]byte, 0, 24*len(ups)+2)
+	b = append(b, '{')
+	for i, u := range ups {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = strconv.AppendInt(b, u.id, 10)
+		b = append(b, '"', ':')
+		b = strconv.AppendInt(b, u.credID, 10)
+	}
+	return string(append(b, '}'))
+}
+
+// checkDirect compares, in the database, the seven columns of each user
+// copied by copyDirect with its legacy row, and returns the users that
+// differ (or are gone).
+func (m *Migrator) checkDirect(ctx context.Context, tx *sql.Tx, ups []userUpdate) (map[int64]bool, error) {
+	var rows *sql.Rows
+	var err error
+	distinct := " IS DISTINCT FROM "
+	if m.dialect == SQLite {
+		distinct = " IS NOT "
+	}
+	var cmp []string
+	for i := range fieldNames {
+		cmp = append(cmp, "u."+fieldNames[i]+distinct+"c."+legacyNames[i])
+	}
+	where := "u.id IS NULL OR c.id IS NULL OR " + strings.Join(cmp, " OR ")
+	if m.dialect == Postgres {
+		uids, cids := make([]int64, len(ups)), make([]int64, len(ups))
+		for i, u := range ups {
+			uids[i], cids[i] = u.id, u.credID
+		}
+		rows, err = tx.QueryContext(ctx, `SELECT v.uid FROM unnest($1::bigint[], $2::bigint[]) AS v(uid, cid)
+	LEFT JOIN users AS u ON u.id = v.uid LEFT JOIN `+LegacyTable+` AS c ON c.id = v.cid
+WHERE `+where, uids, cids)
+	} else {
+		rows, err = tx.QueryContext(ctx, `SELECT v.uid FROM (SELECT CAST(key AS INTEGER) AS uid, value AS cid FROM json_each(?)) AS v
+	LEFT JOIN users AS u ON u.id = v.uid LEFT JOIN `+LegacyTable+` AS c ON c.id = v.cid
+WHERE `+where, pairsJSON(ups))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	bad := map[int64]bool{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		bad[id] = true
+	}
+	return bad, rows.Err()
+}
+
+// userCredsByID reads users.nats_* of the given users.
+func (m *Migrator) userCredsByID(ctx context.Context, q queryer, ids []int64) (map[int64]*cred, error) {
+	var rows *sql.Rows
+	var err error
+	if m.dialect == Postgres {
+		rows, err = q.QueryContext(ctx, userCredSelect+" WHERE id = ANY($1::bigint[])", ids)
+	} else {
+		b := []byte{'['}
+		for i, id := range ids {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, id, 10)
+		}
+		rows, err = q.QueryContext(ctx, userCredSelect+" WHERE id IN (SELECT value FROM json_each(?))", string(append(b, ']')))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]*cred{}
+	for rows.Next() {
+		var id int64
+		c := &cred{}
+		if err := scanCred(rows, &id, nil, c); err != nil {
+			return nil, err
+		}
+		out[id] = c
+	}
+	return out, rows.Err()
 }
 
 // writeUsers writes the seven columns of each update.
@@ -218,14 +410,25 @@ WHERE u.id = v.id`, ids, jwts, seeds, pubs, accts, apubs, exps, expd)
 }
 
 // runBatch processes the users of one batch after `after` inside tx:
-// decides, writes (when write is set) and verifies field by field. It
-// returns the last user id of the batch, or after when there is none.
-func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write, check bool, st *PassStats) (int64, error) {
-	ids, err := m.batchIDs(ctx, tx, after, m.opts.BatchSize)
-	if err != nil || len(ids) == 0 {
-		return after, err
+// decides, writes (when write is set) and verifies field by field. The batch
+// is the next BatchSize user ids, or, when hi > 0, exactly the user ids in
+// (after, hi] (a catch-up redoing a batch). It returns the last user id of
+// the batch (hi for a fixed range), or after when there is none.
+func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, write, check bool, st *PassStats) (int64, error) {
+	var ids []int64
+	var err error
+	if hi > 0 {
+		ids, err = m.rangeIDs(ctx, tx, after, hi)
+		if err != nil || len(ids) == 0 {
+			return hi, err
+		}
+	} else {
+		ids, err = m.batchIDs(ctx, tx, after, m.opts.BatchSize)
+		if err != nil || len(ids) == 0 {
+			return after, err
+		}
+		hi = ids[len(ids)-1]
 	}
-	hi := ids[len(ids)-1]
 	legacy, err := m.legacyRows(ctx, tx, after, hi)
 	if err != nil {
 		return after, err
@@ -239,7 +442,7 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write,
 		w  *legacyRow
 		d  decision
 	}
-	var ups []userUpdate
+	var ups, direct []userUpdate
 	var checks []pending
 	for _, id := range ids {
 		rows := legacy[id]
@@ -268,21 +471,58 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write,
 			continue
 		}
 		if d.write && write {
-			ups = append(ups, userUpdate{id: id, c: d.target})
+			if verbatimCopy(w, d) {
+				direct = append(direct, userUpdate{id: id, c: d.target, credID: w.ID, xmin: w.xmin})
+			} else {
+				ups = append(ups, userUpdate{id: id, c: d.target})
+			}
 		}
 		checks = append(checks, pending{id: id, w: w, d: d})
+	}
+	// Verify what was written, not what was meant: users copied by the
+	// database are compared with their legacy row by the database, column by
+	// column; those written from Go, and any the comparison flags, are read
+	// back.
+	readBack := map[int64]bool{}
+	if len(direct) > 0 {
+		if err := m.copyDirect(ctx, tx, direct); err != nil {
+			return after, err
+		}
+		st.Written += int64(len(direct))
+		if check {
+			bad, err := m.checkDirect(ctx, tx, direct)
+			if err != nil {
+				return after, err
+			}
+			for _, d := range direct {
+				if bad[d.id] {
+					readBack[d.id] = true
+					continue
+				}
+				t := d.c
+				users[d.id] = &t
+			}
+		}
 	}
 	if len(ups) > 0 {
 		if err := m.writeUsers(ctx, tx, ups); err != nil {
 			return after, err
 		}
 		st.Written += int64(len(ups))
-		if !check {
-			return hi, nil
+		for _, u := range ups {
+			readBack[u.id] = true
 		}
-		// Verify what was written, not what was meant: read it back.
-		if users, err = m.userCreds(ctx, tx, after, hi, false); err != nil {
+	}
+	if check && len(readBack) > 0 {
+		fresh, err := m.userCredsByID(ctx, tx, slices.Sorted(maps.Keys(readBack)))
+		if err != nil {
 			return after, err
+		}
+		for id := range readBack {
+			users[id] = fresh[id]
+			if users[id] == nil {
+				users[id] = &cred{}
+			}
 		}
 	}
 	if !check {
@@ -302,8 +542,8 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write,
 		st.Verified[outcome]++
 		if outcome == verifiedCopied {
 			want := p.w.cred.normalized()
-			want.writeDigest(st.src, p.id)
-			u.writeDigest(st.dst, p.id)
+			st.src.add(want.digest(p.id))
+			st.dst.add(u.digest(p.id))
 			st.DigestUsers++
 		}
 	}
@@ -312,44 +552,37 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after int64, write,
 
 // pass runs runBatch over every legacy user id after start, one transaction
 // per batch. checkpoint, when set, is updated in each batch's transaction.
-// check verifies each batch inside its transaction; the copy of a real run
-// leaves that to the final pass, which reads everything again anyway.
+// check verifies each batch inside its transaction, after its writes.
 func (m *Migrator) pass(ctx context.Context, name string, start int64, write, check, commit, checkpoint bool, total int64) (*PassStats, error) {
+	all, _, err := m.passBatches(ctx, name, start, write, check, commit, checkpoint, total)
+	return all, err
+}
+
+// batchResult is one committed batch of a pass: its user-id range (lo, hi]
+// and what it found.
+type batchResult struct {
+	lo, hi int64
+	st     *PassStats
+}
+
+// passBatches is pass, also returning each batch's range and stats (the
+// catch-up redoes single batches and replaces their stats).
+func (m *Migrator) passBatches(ctx context.Context, name string, start int64, write, check, commit, checkpoint bool, total int64) (*PassStats, []batchResult, error) {
 	all := newPassStats()
-	// Batch digests are fed in order into the pass digests: a batch that is
-	// retried must not feed twice, so each attempt gets fresh hashes and
-	// the pass copies them over once the batch commits.
+	var batches []batchResult
 	after := start
 	prog := newProgress(m.opts.Progress, name, total, m.opts.Now)
 	defer prog.done()
 	for {
-		var b *PassStats
-		var last int64
-		var took time.Duration
-		err := m.inTx(ctx, commit, func(tx *sql.Tx) error {
-			b = newPassStats()
-			b.src, b.dst = cloneHash(all.src), cloneHash(all.dst)
-			var err error
-			batchStart := time.Now()
-			last, err = m.runBatch(ctx, tx, after, write, check, b)
-			took = time.Since(batchStart)
-			if err != nil || last == after {
-				return err
-			}
-			if checkpoint {
-				_, err = tx.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET last_user_id = ?, updated_at = ? WHERE name = ?"),
-					last, m.opts.Now().UTC().Format(time.RFC3339Nano), checkpointName)
-			}
-			return err
-		})
+		b, last, took, err := m.oneBatch(ctx, name, after, 0, write, check, commit, checkpoint)
 		if err != nil {
-			return nil, internal(err, fmt.Sprintf("credential migration: %s batch after user %d", name, after))
+			return nil, nil, err
 		}
 		if last == after {
 			break
 		}
 		all.merge(b)
-		all.src, all.dst = b.src, b.dst
+		batches = append(batches, batchResult{lo: after, hi: last, st: b})
 		after = last
 		prog.add(b.Users + b.OrphanUsers)
 		if m.dialect == SQLite && write && commit {
@@ -360,32 +593,39 @@ func (m *Migrator) pass(ctx context.Context, name string, start int64, write, ch
 		}
 		if m.opts.BatchHook != nil && commit {
 			if err := m.opts.BatchHook(ctx, last); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
 	all.finish()
-	return all, nil
+	return all, batches, nil
 }
 
-// cloneHash copies a SHA-256 state (sha256's digest implements
-// encoding.BinaryMarshaler).
-func cloneHash(h hash.Hash) hash.Hash {
-	type marshaler interface {
-		MarshalBinary() ([]byte, error)
-	}
-	type unmarshaler interface {
-		UnmarshalBinary([]byte) error
-	}
-	state, err := h.(marshaler).MarshalBinary()
+// oneBatch runs one batch (see runBatch) in its own transaction, retried as
+// a whole; its stats are fresh for each attempt.
+func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, write, check, commit, checkpoint bool) (*PassStats, int64, time.Duration, error) {
+	var b *PassStats
+	var last int64
+	var took time.Duration
+	err := m.inTx(ctx, commit, func(tx *sql.Tx) error {
+		b = newPassStats()
+		var err error
+		batchStart := time.Now()
+		last, err = m.runBatch(ctx, tx, after, hi, write, check, b)
+		took = time.Since(batchStart)
+		if err != nil || last == after {
+			return err
+		}
+		if checkpoint {
+			_, err = tx.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET last_user_id = ?, updated_at = ? WHERE name = ?"),
+				last, m.opts.Now().UTC().Format(time.RFC3339Nano), checkpointName)
+		}
+		return err
+	})
 	if err != nil {
-		panic("credmigrate: sha256 state does not marshal")
+		return nil, after, 0, internal(err, fmt.Sprintf("credential migration: %s batch after user %d", name, after))
 	}
-	c := sha256.New()
-	if err := c.(unmarshaler).UnmarshalBinary(state); err != nil {
-		panic("credmigrate: sha256 state does not unmarshal")
-	}
-	return c
+	return b, last, took, nil
 }
 
 func sortedKeys(m map[string]int64) []string {

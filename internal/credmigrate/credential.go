@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"hash"
+	"math/bits"
 	"strings"
 	"time"
 
@@ -98,6 +99,41 @@ func seedHash(seed string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// digest256 is an order-independent digest of a set of users: the sum,
+// modulo 2^256, of each user's SHA-256 (over the canonical encoding of its id
+// and seven fields). Being a sum, it composes: a batch's digest adds to the
+// pass's, and a batch verified again (catch-up) replaces its part exactly;
+// the same set gives the same digest however it was batched.
+type digest256 [4]uint64
+
+func (d *digest256) add(o digest256) {
+	var carry uint64
+	for i := 3; i >= 0; i-- {
+		d[i], carry = bits.Add64(d[i], o[i], carry)
+	}
+}
+
+func (d digest256) String() string {
+	var b [32]byte
+	for i, v := range d {
+		binary.BigEndian.PutUint64(b[8*i:], v)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// digest returns the SHA-256 of c's canonical encoding, as a digest256 term.
+func (c *cred) digest(userID int64) digest256 {
+	h := sha256.New()
+	c.writeDigest(h, userID)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	var d digest256
+	for i := range d {
+		d[i] = binary.BigEndian.Uint64(sum[8*i:])
+	}
+	return d
+}
+
 // writeDigest feeds c's canonical encoding to h.
 func (c *cred) writeDigest(h hash.Hash, userID int64) {
 	var buf [8]byte
@@ -142,7 +178,14 @@ func (c *cred) writeDigest(h hash.Hash, userID int64) {
 type nullTime struct {
 	Time  time.Time
 	Valid bool
+	// canon: the value as read is already what the migration would write
+	// (a PostgreSQL timestamp, or SQLite text in SQLiteTimeFormat), so the
+	// database may copy it verbatim.
+	canon bool
 }
+
+// verbatim reports whether n may be copied as stored.
+func (n nullTime) verbatim() bool { return !n.Valid || n.canon }
 
 // SQLiteTimeFormat is the text form of timestamps on SQLite, both in the
 // legacy app (SQLAlchemy) and in mulchat.
@@ -163,7 +206,8 @@ func (n *nullTime) Scan(v any) error {
 		*n = nullTime{}
 		return nil
 	case time.Time:
-		*n = nullTime{Time: x.UTC().Truncate(time.Microsecond), Valid: true}
+		t := x.UTC().Truncate(time.Microsecond)
+		*n = nullTime{Time: t, Valid: true, canon: t.Equal(x)}
 		return nil
 	case []byte:
 		return n.parse(string(x))
@@ -181,6 +225,7 @@ func (n *nullTime) parse(s string) error {
 	for _, f := range timeFormats {
 		if t, err := time.Parse(f, s); err == nil {
 			*n = nullTime{Time: t.UTC().Truncate(time.Microsecond), Valid: true}
+			n.canon = n.Time.Format(SQLiteTimeFormat) == s && len(s) == len(SQLiteTimeFormat)
 			return nil
 		}
 	}
@@ -188,6 +233,7 @@ func (n *nullTime) parse(s string) error {
 }
 
 func (n nullTime) equal(o nullTime) bool {
+	// canon is not part of the value.
 	return n.Valid == o.Valid && (!n.Valid || n.Time.Equal(o.Time))
 }
 
@@ -280,6 +326,7 @@ func scanClaims(p []byte) (claims, bool) {
 type legacyRow struct {
 	ID     int64
 	UserID int64
+	xmin   string // PostgreSQL: the row version read
 	cred
 	claims claims
 }

@@ -219,6 +219,9 @@ func (m *Migrator) tryTx(ctx context.Context, commit bool, fn func(tx *sql.Tx) e
 // retryable reports whether err is a lock timeout, statement timeout,
 // deadlock or serialization failure (PostgreSQL) or SQLITE_BUSY.
 func retryable(err error) bool {
+	if errors.Is(err, errBatchRaced) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {

@@ -126,9 +126,34 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 		}
 	}
 
+	// An uninterrupted real run verifies each batch in the transaction that
+	// writes it, with the legacy table's changes captured meanwhile; the
+	// catch-up then redoes only the batches those changes touched. A resumed
+	// run cannot trust what an earlier process verified: it does the full
+	// final pass (catch-up and verification of every user) instead.
+	resumed := start > 0 || phase != phaseCopy
+	var batches []batchResult
+	if phase == phaseCopy && !m.opts.DryRun {
+		// Raw seeds in the legacy table are hashed before the copy (a
+		// filtered statement: seeds are rare), so that the database can copy
+		// winning rows verbatim; the scrub after the copy catches seeds
+		// written meanwhile. A dry run leaves that to the copy's Go path,
+		// which hashes what it writes.
+		if err := m.timed(r, "scrub_seeds_before_copy", func() (err error) {
+			r.Seeds, err = m.ScrubSeeds(ctx)
+			return err
+		}); err != nil {
+			return r, err
+		}
+	}
 	if phase == phaseCopy {
+		if !m.opts.DryRun && !resumed {
+			if err := m.timed(r, "capture", func() error { return m.startCapture(ctx) }); err != nil {
+				return r, err
+			}
+		}
 		if err := m.timed(r, "copy", func() (err error) {
-			r.Copy, err = m.pass(ctx, "copy", start, true, m.opts.DryRun, !m.opts.DryRun, !m.opts.DryRun, p.LegacyUsers)
+			r.Copy, batches, err = m.passBatches(ctx, "copy", start, true, true, !m.opts.DryRun, !m.opts.DryRun, p.LegacyUsers)
 			return err
 		}); err != nil {
 			return r, err
@@ -141,8 +166,19 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 		// Each batch was verified inside its rolled-back transaction; a
 		// second pass would see nothing of it.
 		r.Verify = r.Copy
-	} else if err := m.timed(r, "catch_up_and_verify", func() (err error) {
-		r.Verify, err = m.pass(ctx, "verify", 0, true, true, true, false, p.LegacyUsers)
+	} else if err := m.timed(r, "catch_up_and_verify", func() error {
+		changed, err := m.stopCapture(ctx)
+		if err != nil {
+			return err
+		}
+		if resumed {
+			r.Verify, err = m.pass(ctx, "verify", 0, true, true, true, false, p.LegacyUsers)
+			return err
+		}
+		r.Verify, err = m.catchUp(ctx, batches, start, changed)
+		if len(changed) > 0 {
+			r.note("catch-up: %d users' legacy rows changed during the copy; their batches were redone", len(changed))
+		}
 		return err
 	}); err != nil {
 		return r, err
@@ -151,8 +187,11 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 	m.log.Info("credential migration: verified", "users", v.Users, "verified", formatCounts(v.Verified),
 		"unverified", v.Unverified, "caught_up", v.Written, "source_digest", v.SourceDigest, "target_digest", v.TargetDigest)
 
-	if err := m.timed(r, "scrub_seeds", func() (err error) {
-		r.Seeds, err = m.ScrubSeeds(ctx)
+	if err := m.timed(r, "scrub_seeds", func() error {
+		s, err := m.ScrubSeeds(ctx)
+		if err == nil {
+			r.Seeds = r.Seeds.merge(s)
+		}
 		return err
 	}); err != nil {
 		return r, err

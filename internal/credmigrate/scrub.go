@@ -20,6 +20,21 @@ type SeedScrub struct {
 	ExposedPublicKeys []string `json:"exposed_public_keys,omitempty"`
 }
 
+// merge adds o (a later scrub) to s, which may be nil.
+func (s *SeedScrub) merge(o *SeedScrub) *SeedScrub {
+	if s == nil {
+		return o
+	}
+	s.LegacyRows += o.LegacyRows
+	s.UserRows += o.UserRows
+	for _, k := range o.ExposedPublicKeys {
+		if len(s.ExposedPublicKeys) < 1000 {
+			s.ExposedPublicKeys = append(s.ExposedPublicKeys, k)
+		}
+	}
+	return s
+}
+
 func (s *SeedScrub) exposed(seed string) {
 	if len(s.ExposedPublicKeys) >= 1000 {
 		return
@@ -89,8 +104,26 @@ func (m *Migrator) scrubSeedColumn(ctx context.Context, table, column string, s 
 		var done int64
 		err := m.inTx(ctx, !m.opts.DryRun, func(tx *sql.Tx) error {
 			done = 0
+			if m.dialect == Postgres {
+				// One statement per chunk.
+				ids, olds, news := make([]int64, len(chunk)), make([]string, len(chunk)), make([]string, len(chunk))
+				for i, f := range chunk {
+					ids[i], olds[i], news[i] = f.id, f.seed, seedHash(f.seed)
+				}
+				res, err := tx.ExecContext(ctx, "UPDATE "+table+" AS t SET "+column+" = v.h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, old, h) WHERE t.id = v.id AND t."+column+" = v.old", ids, olds, news)
+				if err != nil {
+					return err
+				}
+				done, _ = res.RowsAffected()
+				return nil
+			}
+			st, err := tx.PrepareContext(ctx, "UPDATE "+table+" SET "+column+" = ? WHERE id = ? AND "+column+" = ?")
+			if err != nil {
+				return err
+			}
+			defer st.Close()
 			for _, f := range chunk {
-				res, err := tx.ExecContext(ctx, m.q("UPDATE "+table+" SET "+column+" = ? WHERE id = ? AND "+column+" = ?"), seedHash(f.seed), f.id, f.seed)
+				res, err := st.ExecContext(ctx, seedHash(f.seed), f.id, f.seed)
 				if err != nil {
 					return err
 				}

@@ -120,11 +120,15 @@ func (m *Migrator) backupSessionPairs(ctx context.Context, tx queryer, r *Sessio
 	if err != nil {
 		return err
 	}
-	dst, k, err := pairDigest(ctx, tx, backupPairs)
-	if err != nil {
+	// The copy equals its source when it has as many pairs and each of them
+	// is in the source (session ids are unique on both sides): checked in
+	// the database rather than by reading every pair a second time.
+	var k, missing int64
+	if err := tx.QueryRowContext(ctx, "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "+SessionsTable+
+		" s WHERE s.id = b.session_id AND s.credential_id = b.credential_id)) FROM "+sessionBackupTable+" b").Scan(&k, &missing); err != nil {
 		return err
 	}
-	if src != dst || n != k {
+	if missing != 0 || n != k {
 		return errorf("the backup of nats_auth_sessions.credential_id does not match its source (%d vs %d rows)", n, k)
 	}
 	r.BackedUp, r.Digest = n, src
@@ -176,7 +180,11 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 		if err := m.backupSessionPairs(ctx, tx, r); err != nil {
 			return err
 		}
-		before, err := fkViolations(ctx, tx)
+		fkTables, err := fkTablesOf(ctx, tx, SessionsTable)
+		if err != nil {
+			return err
+		}
+		before, err := fkViolations(ctx, tx, fkTables)
 		if err != nil {
 			return err
 		}
@@ -221,7 +229,7 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 			}
 			r.Rebuilt = true
 		}
-		after, err := fkViolations(ctx, tx)
+		after, err := fkViolations(ctx, tx, fkTables)
 		if err != nil {
 			return err
 		}
@@ -274,17 +282,44 @@ func (m *Migrator) sqliteNoFK(ctx context.Context, commit bool, fn func(tx *sql.
 	}
 }
 
-func fkViolations(ctx context.Context, q queryer) (int64, error) {
-	rows, err := q.QueryContext(ctx, "PRAGMA foreign_key_check")
+// fkTablesOf returns table and the tables whose foreign keys reference it:
+// the only ones a rebuild of table can give new violations (it keeps every
+// row and id), so the only ones PRAGMA foreign_key_check needs to read.
+func fkTablesOf(ctx context.Context, q queryer, table string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT DISTINCT m.name FROM sqlite_master m, pragma_foreign_key_list(m.name) f
+WHERE m.type = 'table' AND lower(f."table") = lower(?) AND m.name <> ? ORDER BY m.name`, table, table)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer rows.Close()
-	var n int64
+	out := []string{table}
 	for rows.Next() {
-		n++
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
 	}
-	return n, rows.Err()
+	return out, rows.Err()
+}
+
+// fkViolations counts PRAGMA foreign_key_check's rows for tables.
+func fkViolations(ctx context.Context, q queryer, tables []string) (int64, error) {
+	var n int64
+	for _, t := range tables {
+		rows, err := q.QueryContext(ctx, "PRAGMA foreign_key_check("+quoteIdent(t)+")")
+		if err != nil {
+			return 0, err
+		}
+		for rows.Next() {
+			n++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // sqliteTableMeta records a table's definition, columns and the indexes
