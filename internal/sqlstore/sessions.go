@@ -98,8 +98,14 @@ func setInserted(s *mulchat.AuthSession, createdAt, lastActivity time.Time) {
 // statement cache; pgx caches per connection).
 const maxSessionInsertRows = 64
 
-// sessionInsertQueries[k] inserts 2^k rows.
-var sessionInsertQueries = func() []string {
+// sessionInsertQueries[k] inserts 2^k rows with $N placeholders;
+// sessionInsertQueriesSQLite[k] is the same with ? placeholders. SQLite
+// looks up the name of every numbered placeholder the driver binds with a
+// linear scan of the statement's placeholder list, which makes binding 704
+// "$N" arguments quadratic; anonymous "?" ones have no name to look up.
+var sessionInsertQueries, sessionInsertQueriesSQLite = sessionInsertSQL(false), sessionInsertSQL(true)
+
+func sessionInsertSQL(anonymous bool) []string {
 	var qs []string
 	for n := 1; n <= maxSessionInsertRows; n *= 2 {
 		var b strings.Builder
@@ -113,14 +119,18 @@ var sessionInsertQueries = func() []string {
 				if c > 0 {
 					b.WriteString(", ")
 				}
-				b.WriteString("$" + strconv.Itoa(r*sessionInsertArgCount+c+1))
+				if anonymous {
+					b.WriteString("?")
+				} else {
+					b.WriteString("$" + strconv.Itoa(r*sessionInsertArgCount+c+1))
+				}
 			}
 			b.WriteString(")")
 		}
 		qs = append(qs, b.String())
 	}
 	return qs
-}()
+}
 
 // CreateAuthSessions implements mulchat.SessionBatchQueries: the sessions
 // are written by multi-row INSERTs (one transaction, the caller's or its
@@ -132,9 +142,13 @@ func (q *queries) CreateAuthSessions(ctx context.Context, sessions []*mulchat.Au
 	type times struct{ created, last time.Time }
 	ts := make([]times, len(sessions))
 	args := make([]any, 0, min(len(sessions), maxSessionInsertRows)*sessionInsertArgCount)
+	stmts := sessionInsertQueries
+	if q.dialect == DialectSQLite {
+		stmts = sessionInsertQueriesSQLite
+	}
 	err := q.inTx(ctx, func(q *queries) error {
 		for done := 0; done < len(sessions); {
-			k := len(sessionInsertQueries) - 1
+			k := len(stmts) - 1
 			for 1<<k > len(sessions)-done {
 				k--
 			}
@@ -148,7 +162,7 @@ func (q *queries) CreateAuthSessions(ctx context.Context, sessions []*mulchat.Au
 				ts[done+i] = times{created, last}
 				args = append(args, a...)
 			}
-			if _, err := q.exec(ctx, errMsgs{fk: "user does not exist"}, sessionInsertQueries[k], args...); err != nil {
+			if _, err := q.exec(ctx, errMsgs{fk: "user does not exist"}, stmts[k], args...); err != nil {
 				return err
 			}
 			done += n

@@ -80,6 +80,16 @@ type Tracker struct {
 	// row existed, so a late connect (or reconcile) does not resurrect them.
 	gone map[connKey]time.Time
 
+	// online remembers, per user, when the writer last saw the user with an
+	// active session (its own insert, or a check of the store), so that a
+	// burst of one user's connections checks the store once, not once per
+	// batch. Only the writer goroutine touches it. An entry is trusted for
+	// onlineTTL; a disconnect of the user drops it, and a write outside the
+	// writer (kicks, reconcile: onlineGen) drops them all.
+	online    map[int64]time.Time
+	onlineOf  uint64 // the generation online was filled in
+	onlineGen atomic.Uint64
+
 	// writeMu serialises this instance's session transactions (the
 	// writer's batches, kicks' and reconciles' closes), so that each close
 	// sees the others' commits when it counts the user's active sessions:
@@ -88,6 +98,17 @@ type Tracker struct {
 	// would be sent.
 	writeMu sync.Mutex
 }
+
+// onlineTTL bounds how long the writer trusts that a user it saw with an
+// active session still has one. Within one instance it is exact (every
+// other close drops the entry); with several instances, another one's close
+// of the user's last session is seen at most this late, and a connect in
+// between sends no online notice (see docs/realtime.md).
+const onlineTTL = time.Second
+
+// sessionsClosedElsewhere tells the writer that sessions were closed outside
+// it, so the users it remembers online may not be.
+func (t *Tracker) sessionsClosedElsewhere() { t.onlineGen.Add(1) }
 
 type connKey struct {
 	server string
@@ -127,6 +148,7 @@ func New(cfg Config) (*Tracker, error) {
 		m:      m,
 		gone:   map[connKey]time.Time{},
 		keys:   map[string]*keyUser{},
+		online: map[int64]time.Time{},
 		events: make(chan *connectEvent, 4096),
 		done:   make(chan struct{}),
 	}, nil
@@ -265,8 +287,11 @@ const (
 // queues, so events are written in order by one writer.
 func (t *Tracker) handleEvent(msg *nats.Msg) {
 	var ev connectEvent
-	if err := json.Unmarshal(msg.Data, &ev); err != nil {
-		return
+	if decodeEvent(msg.Data, &ev) != nil {
+		ev = connectEvent{}
+		if err := json.Unmarshal(msg.Data, &ev); err != nil {
+			return
+		}
 	}
 	if ev.Type != connectEventType && ev.Type != disconnectEventType {
 		return
@@ -280,18 +305,27 @@ func (t *Tracker) handleEvent(msg *nats.Msg) {
 // maxBatch bounds how many events one transaction writes.
 const maxBatch = 256
 
-// batchLinger is how long the writer waits for more events after the first
-// of a batch: during a burst of connects this makes a few large transactions
-// instead of many of a handful of events (each begin and commit costs more
-// than an insert), for at most this much delay of a session row.
-const batchLinger = 5 * time.Millisecond
+// A batch gathers events until none has come for batchIdle, or batchLinger
+// after its first event, or maxBatch events. During a burst of connects this
+// makes a few large transactions instead of many of a handful of events
+// (each begin and commit costs more than a row of a multi-row insert): with
+// a fixed 5 ms linger a burst of 600 connects/s made batches of about three
+// events, and the transactions cost a quarter of the writer's CPU. A lone
+// connect waits only batchIdle; during a burst a session row and an online
+// notice wait at most batchLinger, still below what a person notices.
+const (
+	batchIdle   = 5 * time.Millisecond
+	batchLinger = 50 * time.Millisecond
+)
 
-// writer writes queued events in batches: whatever has arrived while the
-// previous batch was written, or within batchLinger of its first event, goes
-// into one transaction, which on SQLite is one commit instead of one per
+// writer writes queued events in batches (see batchLinger) in one
+// transaction each, which on SQLite is one commit instead of one per
 // connection.
 func (t *Tracker) writer() {
 	defer t.wg.Done()
+	linger, idle := time.NewTimer(batchLinger), time.NewTimer(batchIdle)
+	linger.Stop()
+	idle.Stop()
 	for {
 		var ev *connectEvent
 		select {
@@ -305,12 +339,16 @@ func (t *Tracker) writer() {
 			}
 		}
 		batch := []*connectEvent{ev}
-		linger := time.NewTimer(batchLinger)
+		linger.Reset(batchLinger)
+		idle.Reset(batchIdle)
 	more:
 		for len(batch) < maxBatch {
 			select {
 			case e := <-t.events:
 				batch = append(batch, e)
+				idle.Reset(batchIdle)
+			case <-idle.C:
+				break more
 			case <-linger.C:
 				break more
 			case <-t.done:
@@ -327,6 +365,7 @@ func (t *Tracker) writer() {
 			}
 		}
 		linger.Stop()
+		idle.Stop()
 		t.writeBatch(batch)
 	}
 }
@@ -406,8 +445,16 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 	var res batchResult
 	t.writeMu.Lock()
 	defer t.writeMu.Unlock()
+	if gen := t.onlineGen.Load(); gen != t.onlineOf || len(t.online) > 100_000 {
+		clear(t.online)
+		t.onlineOf = gen
+	}
+	// seen: users this transaction found or made online; the cache takes
+	// them only once it commits.
+	var seen map[int64]bool
 	err := t.store.InTx(ctx, func(q mulchat.Queries) error {
 		res = batchResult{}
+		seen = map[int64]bool{}
 		bq, err := batchQueries(q)
 		if err != nil {
 			return err
@@ -419,7 +466,7 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 			if len(pending) == 0 {
 				return nil
 			}
-			opened, notes, err := t.openSessions(ctx, bq, pending, true)
+			opened, notes, err := t.openSessions(ctx, bq, pending, seen)
 			if err != nil {
 				return err
 			}
@@ -455,6 +502,10 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 					if err := flush(); err != nil {
 						return err
 					}
+				}
+				if ku != nil {
+					delete(t.online, ku.id)
+					delete(seen, ku.id)
 				}
 				at := t.now().UTC()
 				if !ev.Time.IsZero() {
@@ -493,16 +544,21 @@ func (t *Tracker) writeEvents(ctx context.Context, events []*connectEvent, users
 	if err != nil {
 		return batchResult{}, err
 	}
+	now := t.now()
+	for id := range seen {
+		t.online[id] = now
+	}
 	return res, nil
 }
 
 // openSessions writes the rows of newly seen connections (in order; none
 // twice) unless a connection already has an active row (written by a
-// reconcile, say), and, with presence, returns an online notice for each
-// user who had no active session before. It costs one index range query per
-// server, one existence check per user (with presence) and a multi-row
+// reconcile, say). With seen (the writer), it returns an online notice for
+// each user who had no active session before, and adds the users to seen.
+// It costs one index range query per server, one existence check per user
+// the writer does not remember online (see Tracker.online) and a multi-row
 // INSERT per 64 rows, whatever the number of sessions each user has.
-func (t *Tracker) openSessions(ctx context.Context, q mulchat.SessionBatchQueries, sessions []*mulchat.AuthSession, presence bool) (opened int, notes []presenceNote, err error) {
+func (t *Tracker) openSessions(ctx context.Context, q mulchat.SessionBatchQueries, sessions []*mulchat.AuthSession, seen map[int64]bool) (opened int, notes []presenceNote, err error) {
 	type cidSpan struct{ lo, hi uint64 }
 	spans := map[string]cidSpan{}
 	for _, s := range sessions {
@@ -529,13 +585,16 @@ func (t *Tracker) openSessions(ctx context.Context, q mulchat.SessionBatchQuerie
 			fresh = append(fresh, s)
 		}
 	}
-	if presence && t.cfg.Presence != nil {
-		checked := map[int64]bool{}
+	if seen != nil && t.cfg.Presence != nil {
+		now := t.now()
 		for _, s := range fresh {
-			if checked[s.UserID] {
+			if seen[s.UserID] {
 				continue
 			}
-			checked[s.UserID] = true
+			seen[s.UserID] = true
+			if at, ok := t.online[s.UserID]; ok && now.Sub(at) < onlineTTL {
+				continue
+			}
 			online, err := q.HasActiveAuthSession(ctx, s.UserID)
 			if err != nil {
 				return 0, nil, err
@@ -762,7 +821,7 @@ func (t *Tracker) open(ctx context.Context, s *mulchat.AuthSession) (created boo
 		if err != nil {
 			return err
 		}
-		n, _, err := t.openSessions(ctx, bq, []*mulchat.AuthSession{s}, false)
+		n, _, err := t.openSessions(ctx, bq, []*mulchat.AuthSession{s}, nil)
 		created = n == 1
 		return err
 	})
@@ -812,6 +871,9 @@ func (t *Tracker) closeSession(ctx context.Context, userID int64, serverID strin
 		}
 		return nil
 	})
+	// Before another transaction can start: the writer must not trust
+	// its users online past this close.
+	t.sessionsClosedElsewhere()
 	t.writeMu.Unlock()
 	if err != nil {
 		return false, err
