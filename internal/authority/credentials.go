@@ -33,6 +33,12 @@ type IssuedCredential struct {
 // A user holds one credential: when the previous one is still active and has
 // another key, that key is revoked in the same transaction. A key that was
 // revoked before is refused, so a stolen key cannot be brought back.
+//
+// Issuing again for the current key (a refresh) never shortens its expiry.
+// A refresh whose JWT the recorded expiry covers is written in one statement
+// that may skip the wait for durability (refreshExpiry), and within
+// recentTTL of this instance's last read of the user it is signed from that
+// read (recentIssues); every other write is durable.
 func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publicKey string, ttl time.Duration) (*IssuedCredential, error) {
 	ttl, err := a.checkTTL(ttl)
 	if err != nil {
