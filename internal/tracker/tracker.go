@@ -314,7 +314,7 @@ const maxBatch = 256
 // connect waits only batchIdle; during a burst a session row and an online
 // notice wait at most batchLinger, still below what a person notices.
 const (
-	batchIdle   = 5 * time.Millisecond
+	batchIdle   = 20 * time.Millisecond
 	batchLinger = 50 * time.Millisecond
 )
 
