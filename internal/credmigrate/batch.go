@@ -484,6 +484,7 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, wr
 	// column; those written from Go, and any the comparison flags, are read
 	// back.
 	readBack := map[int64]bool{}
+	compared := map[int64]bool{} // copied and compared equal by the database
 	if len(direct) > 0 {
 		if err := m.copyDirect(ctx, tx, direct); err != nil {
 			return after, err
@@ -501,6 +502,7 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, wr
 				}
 				t := d.c
 				users[d.id] = &t
+				compared[d.id] = true
 			}
 		}
 	}
@@ -542,8 +544,12 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, wr
 		st.Verified[outcome]++
 		if outcome == verifiedCopied {
 			want := p.w.cred.normalized()
-			st.src.add(want.digest(p.id))
-			st.dst.add(u.digest(p.id))
+			term := want.digest(p.id)
+			st.src.add(term)
+			if !compared[p.id] {
+				term = u.digest(p.id)
+			}
+			st.dst.add(term)
 			st.DigestUsers++
 		}
 	}

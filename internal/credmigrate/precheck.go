@@ -126,7 +126,7 @@ func (m *Migrator) countRawSeedsUsers(ctx context.Context) (int64, error) {
 }
 
 func (m *Migrator) countPlaintext(ctx context.Context) (int64, error) {
-	rows, err := m.db.QueryContext(ctx, "SELECT hashed_password FROM users")
+	rows, err := m.db.QueryContext(ctx, "SELECT hashed_password FROM users WHERE hashed_password IS NOT NULL AND NOT "+m.knownHash("hashed_password"))
 	if err != nil {
 		return 0, internal(err, "pre-check: reading passwords")
 	}
@@ -142,6 +142,19 @@ func (m *Migrator) countPlaintext(ctx context.Context) (int64, error) {
 		}
 	}
 	return n, internal(rows.Err(), "pre-check: reading passwords")
+}
+
+// knownHash is a SQL condition true only for stored passwords that
+// looksHashed accepts, in the schemes legacy databases hold by the million
+// (bcrypt, argon2): those rows need not leave the database to be told apart
+// from plaintext. Case-sensitive on both databases (GLOB on SQLite, whose
+// LIKE is not).
+func (m *Migrator) knownHash(col string) string {
+	if m.dialect == SQLite {
+		return "(length(" + col + ") >= 20 AND (" + col + " GLOB '$2[aby]$*' OR " + col + " GLOB '$argon2id$*' OR " + col + " GLOB '$argon2i$*'))"
+	}
+	return "(length(" + col + ") >= 20 AND (" + col + " LIKE '$2a$%' OR " + col + " LIKE '$2b$%' OR " + col + " LIKE '$2y$%' OR " +
+		col + " LIKE '$argon2id$%' OR " + col + " LIKE '$argon2i$%'))"
 }
 
 // looksHashed reports whether a stored password is a modular-crypt / PHC hash
@@ -271,16 +284,56 @@ func (p *Precheck) merge(o *Precheck) {
 	}
 }
 
+// legacyRowsLight reads, of the legacy rows of user ids in (lo, hi], what
+// ranks them and what the pre-check reports: id, user id, JWT claims,
+// public key, and seed_hash only when it may be a raw seed.
+func (m *Migrator) legacyRowsLight(ctx context.Context, q queryer, lo, hi int64) (map[int64][]*legacyRow, error) {
+	rows, err := q.QueryContext(ctx, m.q("SELECT id, user_id, jwt, public_key, CASE WHEN seed_hash LIKE 'S%' THEN seed_hash END FROM "+
+		LegacyTable+" WHERE user_id > ? AND user_id <= ?"), lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64][]*legacyRow{}
+	for rows.Next() {
+		r := &legacyRow{}
+		if err := rows.Scan(&r.ID, &r.UserID, &r.JWT, &r.PublicKey, &r.SeedHash); err != nil {
+			return nil, err
+		}
+		if r.JWT.Valid {
+			r.claims = decodeClaims(r.JWT.String)
+		}
+		out[r.UserID] = append(out[r.UserID], r)
+	}
+	return out, rows.Err()
+}
+
 // precheckRange examines the users with legacy rows whose id is in (lo, hi].
 func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64) (*Precheck, error) {
 	p := &Precheck{}
-	legacy, err := m.legacyRows(ctx, m.db, lo, hi)
-	if err != nil || len(legacy) == 0 {
-		return p, err
-	}
 	users, err := m.userCreds(ctx, m.db, lo, hi, false)
 	if err != nil {
 		return nil, err
+	}
+	// Where every user of the range has empty users.nats_*, each decision
+	// is a copy whatever the winning row holds: only what ranks the rows
+	// and what the findings need is read (not the timestamps and account
+	// columns, and a seed only where it may be raw).
+	light := true
+	for _, u := range users {
+		if !u.empty() {
+			light = false
+			break
+		}
+	}
+	var legacy map[int64][]*legacyRow
+	if light {
+		legacy, err = m.legacyRowsLight(ctx, m.db, lo, hi)
+	} else {
+		legacy, err = m.legacyRows(ctx, m.db, lo, hi)
+	}
+	if err != nil || len(legacy) == 0 {
+		return p, err
 	}
 	ids := slices.Sorted(maps.Keys(legacy))
 	for _, id := range ids {

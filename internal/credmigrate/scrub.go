@@ -161,9 +161,16 @@ type PasswordScrub struct {
 // every core; only the writes are batched.
 func (m *Migrator) ScrubPasswords(ctx context.Context) (*PasswordScrub, error) {
 	s := &PasswordScrub{}
+	// Hashes the database can recognise (knownHash) are only counted;
+	// every other stored password is read and examined in Go.
+	if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM users WHERE "+m.knownHash("hashed_password")+
+		" AND hashed_password NOT LIKE '$argon2id$%'").Scan(&s.OtherSchemes); err != nil {
+		return nil, internal(err, "reading passwords")
+	}
 	after := int64(0)
 	for {
-		rows, err := m.db.QueryContext(ctx, m.q("SELECT id, hashed_password FROM users WHERE id > ? ORDER BY id LIMIT ?"), after, 10*m.opts.BatchSize)
+		rows, err := m.db.QueryContext(ctx, m.q("SELECT id, hashed_password FROM users WHERE id > ? AND hashed_password IS NOT NULL AND NOT "+
+			m.knownHash("hashed_password")+" ORDER BY id LIMIT ?"), after, 10*m.opts.BatchSize)
 		if err != nil {
 			return nil, internal(err, "reading passwords")
 		}
