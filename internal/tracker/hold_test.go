@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,19 +73,24 @@ func benchHold(b *testing.B, tracked bool) {
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	b.ResetTimer()
-	start := time.Now()
+	start, cpuStart := time.Now(), processCPU()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
 	sc := bufio.NewScanner(stdout)
 	connected := false
+	var childCPU time.Duration
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, "FAIL ") {
 			b.Fatal(line)
 		}
 		if strings.HasPrefix(line, "connected ") {
+			var n int
+			if _, err := fmt.Sscanf(line, "connected %d %d", &n, &childCPU); err != nil {
+				b.Fatalf("child said %q: %v", line, err)
+			}
 			connected = true
 			break
 		}
@@ -94,7 +100,16 @@ func benchHold(b *testing.B, tracked bool) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "connects/s")
 	b.ReportMetric(float64(st.NATS.NATS().NumClients()), "held")
+	// CPU per connect, of both processes (server, tracker and store in
+	// this one; the clients in the child): unlike connects/s it hardly
+	// depends on what else the machine runs. With the tracker it is taken
+	// once every row is written, so it includes all of the tracker's work
+	// (and the row counting below).
+	cpuPerConnect := func() {
+		b.ReportMetric(float64((processCPU()-cpuStart+childCPU).Microseconds())/float64(b.N), "cpu-µs/connect")
+	}
 	if !tracked {
+		cpuPerConnect()
 		b.StopTimer()
 		return
 	}
@@ -114,7 +129,17 @@ func benchHold(b *testing.B, tracked bool) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rows/s")
+	cpuPerConnect()
 	b.StopTimer()
+}
+
+// processCPU is the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestHelperHoldConnections is the child of BenchmarkHoldConnections; it
@@ -145,7 +170,7 @@ func TestHelperHoldConnections(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	fmt.Printf("connected %d\n", n)
+	fmt.Printf("connected %d %d\n", n, processCPU())
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // until the parent closes stdin
 	for _, nc := range conns {
 		if nc != nil {
