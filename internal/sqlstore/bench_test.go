@@ -3,7 +3,9 @@ package sqlstore_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/sqlstore"
@@ -111,6 +113,44 @@ func BenchmarkRefreshCredentialParallel(b *testing.B) {
 				if ok, err := db.SetUserNATSCredentialIfNothingToRevoke(ctx, ids[c.PublicKey], c); err != nil || !ok {
 					b.Errorf("refresh: %v %v", ok, err)
 					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkRefreshWrite: one user's same-key refresh written sequentially,
+// durably (SetUserNATSCredentialIfNothingToRevoke, which also writes the
+// expiry) and as a covered refresh (RefreshUserNATSJWT, which on PostgreSQL
+// does not wait for the WAL flush). docs/performance.md.
+func BenchmarkRefreshWrite(b *testing.B) {
+	forEachDBBench(b, func(b *testing.B, db *sqlstore.DB) {
+		ctx := context.Background()
+		acc := &mulchat.NATSAccount{Name: "chat", PublicKey: "ACHAT", JWT: "x"}
+		if err := db.CreateNATSAccount(ctx, acc); err != nil {
+			b.Fatal(err)
+		}
+		u := &mulchat.User{Username: "alice", HashedPassword: "h", IsActive: true}
+		if err := db.CreateUser(ctx, u); err != nil {
+			b.Fatal(err)
+		}
+		exp := time.Now().Add(24 * time.Hour).Truncate(time.Second)
+		c := mulchat.NATSCredential{JWT: strings.Repeat("j", 600), PublicKey: "UKEY", AccountID: acc.ID,
+			AccountPublicKey: acc.PublicKey, ExpiresAt: &exp}
+		if err := db.UpdateUserNATSCredential(ctx, u.ID, c); err != nil {
+			b.Fatal(err)
+		}
+		b.Run("durable", func(b *testing.B) {
+			for b.Loop() {
+				if ok, err := db.SetUserNATSCredentialIfNothingToRevoke(ctx, u.ID, c); err != nil || !ok {
+					b.Fatalf("refresh: %v %v", ok, err)
+				}
+			}
+		})
+		b.Run("covered", func(b *testing.B) {
+			for b.Loop() {
+				if ok, err := db.RefreshUserNATSJWT(ctx, u.ID, c); err != nil || !ok {
+					b.Fatalf("refresh: %v %v", ok, err)
 				}
 			}
 		})
