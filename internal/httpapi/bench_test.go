@@ -167,8 +167,9 @@ func BenchmarkUserClaimsEncodeParallel(b *testing.B) {
 }
 
 // BenchmarkMeHTTP: GET /api/v1/me, the fixed cost of an authenticated request
-// (HTTP round trip, token and user lookups), to split the issuance figure into
-// that cost and the authority's.
+// (HTTP round trip, the token from the auth cache after the first call, and
+// /me's own read of the user), to split the issuance figure into that cost
+// and the authority's.
 func BenchmarkMeHTTP(b *testing.B) {
 	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
 		e := newEnvWithLogger(b, db, nil, noLimit)
