@@ -225,11 +225,31 @@ func (n *nullTime) parse(s string) error {
 	for _, f := range timeFormats {
 		if t, err := time.Parse(f, s); err == nil {
 			*n = nullTime{Time: t.UTC().Truncate(time.Microsecond), Valid: true}
-			n.canon = n.Time.Format(SQLiteTimeFormat) == s && len(s) == len(SQLiteTimeFormat)
+			n.canon = canonicalSQLiteTime(s)
 			return nil
 		}
 	}
 	return errorf("cannot read %q as a timestamp", s)
+}
+
+// canonicalSQLiteTime reports whether s, which parsed as a timestamp, is
+// in exactly SQLiteTimeFormat (digits at every digit position): then
+// formatting the parsed time gives s back.
+func canonicalSQLiteTime(s string) bool {
+	if len(s) != len(SQLiteTimeFormat) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch f := SQLiteTimeFormat[i]; {
+		case f >= '0' && f <= '9':
+			if s[i] < '0' || s[i] > '9' {
+				return false
+			}
+		case s[i] != f:
+			return false
+		}
+	}
+	return true
 }
 
 func (n nullTime) equal(o nullTime) bool {

@@ -73,10 +73,8 @@ func (m *Migrator) Precheck(ctx context.Context) (*Precheck, error) {
 	if ok, err := hasColumn(ctx, m.db, m.dialect, SessionsTable, SessionCredColumn); err != nil {
 		return nil, internal(err, "pre-check: reading nats_auth_sessions")
 	} else if ok {
-		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" WHERE credential_id IS NOT NULL").Scan(&p.SessionCredentialRefs); err != nil {
-			return nil, internal(err, "pre-check: counting sessions")
-		}
-		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" s WHERE s.credential_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "+LegacyTable+" c WHERE c.id = s.credential_id)").Scan(&p.DanglingSessionRefs); err != nil {
+		if err := m.db.QueryRowContext(ctx, "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "+LegacyTable+" c WHERE c.id = s.credential_id)) FROM "+
+			SessionsTable+" s WHERE s.credential_id IS NOT NULL").Scan(&p.SessionCredentialRefs, &p.DanglingSessionRefs); err != nil {
 			return nil, internal(err, "pre-check: counting sessions")
 		}
 	}
@@ -88,7 +86,7 @@ func (m *Migrator) Precheck(ctx context.Context) (*Precheck, error) {
 func (m *Migrator) contestedKeys(ctx context.Context) (map[string]bool, error) {
 	rows, err := m.db.QueryContext(ctx, `SELECT public_key FROM `+LegacyTable+` c
 WHERE public_key IS NOT NULL AND EXISTS (SELECT 1 FROM users u WHERE u.id = c.user_id)
-GROUP BY public_key HAVING count(DISTINCT user_id) > 1
+GROUP BY public_key HAVING min(user_id) <> max(user_id)
 UNION
 SELECT c.public_key FROM `+LegacyTable+` c JOIN users u ON u.nats_public_key = c.public_key AND u.id <> c.user_id`)
 	if err != nil {
