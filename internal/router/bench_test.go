@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,31 +91,58 @@ func setupRooms(b *testing.B, st *rttest.Stack, rooms, members int) []*benchRoom
 	return out
 }
 
-func benchRouter(b *testing.B, rooms, members int) {
-	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
-	nc := st.ServiceConn(b, "router", false)
-	r, err := New(Config{Store: st.Store, Conn: nc, RateLimit: -1})
+// newBenchRouter starts a router for the benchmarks on st.
+func newBenchRouter(b *testing.B, st *rttest.Stack) *Router {
+	b.Helper()
+	cfg := Config{Store: st.Store, Conn: st.ServiceConn(b, "router", false), RateLimit: -1}
+	// MULCHAT_BENCH_WORKERS / MULCHAT_BENCH_CONNS override the delivery
+	// defaults, to compare settings.
+	if n, err := strconv.Atoi(os.Getenv("MULCHAT_BENCH_WORKERS")); err == nil {
+		cfg.DeliveryWorkers = n
+	}
+	if n, err := strconv.Atoi(os.Getenv("MULCHAT_BENCH_CONNS")); err == nil {
+		cfg.DeliveryConns = n
+	}
+	r, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	if err := r.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	defer r.Close()
-	rs := setupRooms(b, st, rooms, members)
+	b.Cleanup(func() { _ = r.Close() })
+	return r
+}
 
-	var lat latencies
-	var delivered atomic.Int64
-	done := make(chan struct{})
-	var want atomic.Int64
-	for _, br := range rs {
+// routerRig is rooms × members users, every member subscribed to its
+// deliveries, and members[0] of each room sending.
+type routerRig struct {
+	b       *testing.B
+	rooms   []*benchRoom
+	members int
+	// lats holds one latency slice per subscription: a subscription's
+	// callbacks run one at a time, so recording needs no shared lock
+	// (1,000 receivers contending for one lock would cost the machine
+	// more than the router's work).
+	lats      [][]time.Duration
+	delivered atomic.Int64
+	want      atomic.Int64
+	done      chan struct{}
+}
+
+func newRouterRig(b *testing.B, st *rttest.Stack, rooms, members int) *routerRig {
+	b.Helper()
+	g := &routerRig{b: b, rooms: setupRooms(b, st, rooms, members), members: members, done: make(chan struct{}, 1)}
+	g.lats = make([][]time.Duration, rooms*members)
+	for ri, br := range g.rooms {
 		for i, c := range br.conns {
+			lat := &g.lats[ri*members+i]
 			_, err := c.Subscribe(mulchat.UserSubject(br.members[i].ID, "msg"), func(m *nats.Msg) {
 				if sent, ok := sentTime(m.Data); ok {
-					lat.add(time.Duration(time.Now().UnixNano() - sent))
+					*lat = append(*lat, time.Duration(time.Now().UnixNano()-sent))
 				}
-				if delivered.Add(1) == want.Load() {
-					close(done)
+				if g.delivered.Add(1) == g.want.Load() {
+					g.done <- struct{}{}
 				}
 			})
 			if err != nil {
@@ -121,22 +151,27 @@ func benchRouter(b *testing.B, rooms, members int) {
 			_ = c.Flush()
 		}
 	}
+	return g
+}
 
-	// b.N messages, split over the rooms' senders.
-	want.Store(int64(b.N * members))
-	b.ResetTimer()
+// run sends n messages, split over the rooms' senders, and waits until
+// every member has every message.
+func (g *routerRig) run(n int) time.Duration {
+	b := g.b
+	rooms := len(g.rooms)
+	g.want.Add(int64(n * g.members))
 	start := time.Now()
 	var wg sync.WaitGroup
 	var failed atomic.Int64
-	for i, br := range rs {
-		n := b.N / rooms
-		if i < b.N%rooms {
-			n++
+	for i, br := range g.rooms {
+		k := n / rooms
+		if i < n%rooms {
+			k++
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := sendWindowed(br.conns[0], br.room.ID, br.members[0].ID, n, max(8, window/rooms)); err != nil {
+			if err := sendWindowed(br.conns[0], br.room.ID, br.members[0].ID, k, max(8, window/rooms)); err != nil {
 				failed.Add(1)
 				b.Error(err)
 			}
@@ -145,16 +180,146 @@ func benchRouter(b *testing.B, rooms, members int) {
 	wg.Wait()
 	if failed.Load() == 0 {
 		select {
-		case <-done:
+		case <-g.done:
 		case <-time.After(60 * time.Second):
-			b.Fatalf("delivered %d of %d", delivered.Load(), want.Load())
+			b.Fatalf("delivered %d of %d", g.delivered.Load(), g.want.Load())
 		}
 	}
-	elapsed := time.Since(start)
+	return time.Since(start)
+}
+
+// report reports the latencies recorded (after every subscription's last
+// callback: run has seen every delivery counted).
+func (g *routerRig) report() {
+	var all latencies
+	for _, l := range g.lats {
+		all.d = append(all.d, l...)
+	}
+	all.report(g.b)
+}
+
+func benchRouter(b *testing.B, rooms, members int) {
+	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
+	newBenchRouter(b, st)
+	g := newRouterRig(b, st, rooms, members)
+	b.ResetTimer()
+	stopProfile := profileTimed(b)
+	elapsed := g.run(b.N)
 	b.StopTimer()
+	stopProfile()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(b.N*members)/elapsed.Seconds(), "deliveries/s")
-	lat.report(b)
+	g.report()
+}
+
+// BenchmarkRouterVsRawAsync alternates, on one server in one process, raw
+// asynchronous JetStream publishes (the throughput goal's baseline: one
+// publisher, 4,000 acks pending, stream settings of CHAT) and the router
+// case, in five rounds of b.N/5 messages each, so both see the same load
+// from whatever else runs on the machine. It reports the median of each and
+// the median of the per-round ratios (router msgs/s as a percentage of raw
+// async msgs/s in the same round).
+func BenchmarkRouterVsRawAsync(b *testing.B) {
+	for _, c := range []struct{ rooms, members int }{{1, 2}, {100, 10}, {1, 100}} {
+		b.Run(fmt.Sprintf("%dx%d", c.rooms, c.members), func(b *testing.B) {
+			st := rttest.NewStack(b, sqltest.OpenSQLite(b))
+			newBenchRouter(b, st)
+			g := newRouterRig(b, st, c.rooms, c.members)
+			js := rawStream(b, st, st.ServiceConn(b, "pub", false))
+			const rounds = 5
+			n := max(b.N/rounds, 1)
+			var raw, routed, pct []float64
+			var rawCPU, routerCPU time.Duration
+			b.ResetTimer()
+			stopProfile := profileTimed(b)
+			for range rounds {
+				c0 := processCPU()
+				rawRate := float64(n) / rawAsync(b, js, n).Seconds()
+				c1 := processCPU()
+				routerRate := float64(n) / g.run(n).Seconds()
+				c2 := processCPU()
+				rawCPU += c1 - c0
+				routerCPU += c2 - c1
+				raw, routed = append(raw, rawRate), append(routed, routerRate)
+				pct = append(pct, 100*routerRate/rawRate)
+			}
+			b.StopTimer()
+			stopProfile()
+			b.ReportMetric(median(routed), "msgs/s")
+			b.ReportMetric(median(raw), "raw-msgs/s")
+			b.ReportMetric(median(pct), "%-of-raw")
+			b.ReportMetric(slices.Min(pct), "min-%")
+			// CPU time of the whole process (server, router, clients) per
+			// message: how much work each case costs, whatever share of the
+			// machine it got.
+			b.ReportMetric(float64(routerCPU.Microseconds())/float64(n*rounds), "cpu-µs/msg")
+			b.ReportMetric(float64(rawCPU.Microseconds())/float64(n*rounds), "raw-cpu-µs/msg")
+			g.report()
+		})
+	}
+}
+
+// processCPU is the CPU time (user and system) the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	return s[len(s)/2]
+}
+
+// rawAsync publishes n messages asynchronously (up to 4,000 acks pending,
+// nats.go's default) and waits for every ack.
+func rawAsync(b *testing.B, js jetstream.JetStream, n int) time.Duration {
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if _, err := js.PublishAsync("raw.1", []byte(`{"text":"hello"}`), jetstream.WithStallWait(10*time.Second)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(60 * time.Second):
+		b.Fatal("acks missing")
+	}
+	return time.Since(start)
+}
+
+// profileTimed profiles only the timed part of a benchmark (the setup of
+// 1,000 users and connections would otherwise dominate): with
+// MULCHAT_BENCH_PROFILE=prefix it writes prefix.cpu, prefix.block and
+// prefix.mutex for the last (largest) b.N run. It returns the stop function.
+func profileTimed(b *testing.B) func() {
+	prefix := os.Getenv("MULCHAT_BENCH_PROFILE")
+	if prefix == "" || b.N < 100 {
+		return func() {}
+	}
+	f, err := os.Create(prefix + ".cpu")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	runtime.SetBlockProfileRate(10_000) // one sample per 10 µs blocked
+	runtime.SetMutexProfileFraction(10)
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+		for _, name := range []string{"block", "mutex"} {
+			if pf, err := os.Create(prefix + "." + name); err == nil {
+				_ = pprof.Lookup(name).WriteTo(pf, 0)
+				_ = pf.Close()
+			}
+		}
+		runtime.SetBlockProfileRate(0)
+		runtime.SetMutexProfileFraction(0)
+	}
 }
 
 // sentTime reads the send time the benchmark put in a delivery's text. It
@@ -390,18 +555,7 @@ func BenchmarkRawJetStreamPublishAsync(b *testing.B) {
 	st := rttest.NewStack(b, sqltest.OpenSQLite(b))
 	js := rawStream(b, st, st.ServiceConn(b, "pub", false))
 	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < b.N; i++ {
-		if _, err := js.PublishAsync("raw.1", []byte(`{"text":"hello"}`), jetstream.WithStallWait(10*time.Second)); err != nil {
-			b.Fatal(err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(60 * time.Second):
-		b.Fatal("acks missing")
-	}
-	elapsed := time.Since(start)
+	elapsed := rawAsync(b, js, b.N)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 }

@@ -21,6 +21,11 @@ type cache struct {
 	users   map[int64]userEntry
 	members map[memberKey]memberEntry
 	rooms   map[int64]roomEntry
+	// roomsGen counts invalidations of rooms: a member list read from the
+	// store is cached only if no invalidation came while it was read, so a
+	// read that started before a membership change cannot put the old list
+	// back after the change's invalidation.
+	roomsGen uint64
 }
 
 type userEntry struct {
@@ -38,7 +43,10 @@ type memberEntry struct {
 
 type roomEntry struct {
 	userIDs []int64
-	expires time.Time
+	// subjects are the members' chat.user.<uid>.msg, built once per entry
+	// for the deliverer.
+	subjects []string
+	expires  time.Time
 }
 
 // maxEntries bounds each map; when reached the map is reset, which costs a
@@ -123,28 +131,44 @@ func (c *cache) member(ctx context.Context, roomID, userID int64) (*mulchat.Memb
 
 // roomMembers returns the ids of roomID's members (every role receives).
 func (c *cache) roomMembers(ctx context.Context, roomID int64) ([]int64, error) {
+	e, err := c.room(ctx, roomID)
+	return e.userIDs, err
+}
+
+// roomSubjects returns the delivery subjects (chat.user.<uid>.msg) of
+// roomID's members.
+func (c *cache) roomSubjects(ctx context.Context, roomID int64) ([]string, error) {
+	e, err := c.room(ctx, roomID)
+	return e.subjects, err
+}
+
+func (c *cache) room(ctx context.Context, roomID int64) (roomEntry, error) {
 	now := c.now()
 	c.mu.Lock()
 	e, ok := c.rooms[roomID]
+	gen := c.roomsGen
 	c.mu.Unlock()
 	if ok && now.Before(e.expires) {
-		return e.userIDs, nil
+		return e, nil
 	}
 	ms, err := c.store.ListRoomMembers(ctx, roomID)
 	if err != nil && mulchat.ErrorCode(err) != mulchat.ENOTFOUND {
-		return nil, err
+		return roomEntry{}, err
 	}
-	ids := make([]int64, 0, len(ms))
+	e = roomEntry{userIDs: make([]int64, 0, len(ms)), subjects: make([]string, 0, len(ms)), expires: now.Add(c.ttl)}
 	for _, m := range ms {
-		ids = append(ids, m.UserID)
+		e.userIDs = append(e.userIDs, m.UserID)
+		e.subjects = append(e.subjects, mulchat.UserSubject(m.UserID, "msg"))
 	}
 	c.mu.Lock()
 	if len(c.rooms) >= maxEntries {
 		c.rooms = map[int64]roomEntry{}
 	}
-	c.rooms[roomID] = roomEntry{userIDs: ids, expires: now.Add(c.ttl)}
+	if c.roomsGen == gen {
+		c.rooms[roomID] = e
+	}
 	c.mu.Unlock()
-	return ids, nil
+	return e, nil
 }
 
 // invalidate forgets what a membership change may have made stale. userID 0
@@ -153,6 +177,7 @@ func (c *cache) invalidate(roomID, userID int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.rooms, roomID)
+	c.roomsGen++
 	if userID != 0 {
 		delete(c.members, memberKey{roomID, userID})
 		return
@@ -176,6 +201,7 @@ func (c *cache) invalidateUser(userID int64) {
 func (c *cache) invalidateRoomMembers(roomID int64) {
 	c.mu.Lock()
 	delete(c.rooms, roomID)
+	c.roomsGen++
 	c.mu.Unlock()
 }
 

@@ -2,13 +2,19 @@ package router
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mulchat/mulchat"
@@ -19,27 +25,84 @@ import (
 // One durable pull consumer (ConsumerName) over the whole CHAT stream drives
 // delivery. It uses the "pinned client" priority policy: the server hands
 // messages to one pinned instance only, so exactly one deliverer is active and
-// it sees new messages in stream order. It publishes each message to every
-// member's chat.user.<uid>.msg and only then acks it, so a crash between store
-// and delivery loses nothing: the message stays unacknowledged and is
-// delivered by whoever holds the pin next.
+// it receives new messages in stream order. A message is acknowledged only
+// after it has been published to every member's chat.user.<uid>.msg, so a
+// crash between store and delivery loses nothing: the message stays
+// unacknowledged and is delivered by whoever holds the pin next.
+//
+// Fan-out in parallel. The pinned instance's consumer callback (the
+// dispatcher) does no fan-out itself: it hands each message to one of
+// DeliveryWorkers workers chosen by room id, so every room's messages (and
+// its membership markers) are fanned out by one worker, in stream order,
+// while different rooms proceed in parallel. Each worker publishes on its
+// own NATS connection, so the server processes the workers' publishes on as
+// many connections in parallel and they do not queue behind each other's
+// writes or the send path's.
+//
+// Acknowledgements in stream order. Workers finish out of order, but a
+// message is acknowledged only when it and every message dispatched before
+// it are done (the tracker's contiguous prefix); one acker goroutine sends
+// the acks in stream order. The consumer's ack floor is therefore exactly
+// "everything up to here has been fanned out", as with one serial deliverer.
 //
 // Ordering across a failover needs care: messages the crashed deliverer held
 // unacknowledged are redelivered only after AckWait, while new messages go to
-// the new pinned instance at once. The deliverer therefore processes the
-// stream strictly by sequence: it keeps the highest sequence it delivered
-// (high), and when a message arrives past high+1 it first delivers the gap
-// itself, reading the messages directly from the stream starting after the
-// consumer's ack floor. Messages at or below high are acknowledged without a
-// second fan-out. The cost is at-least-once delivery: after a crash, messages
-// the old deliverer fanned out but had not acked are fanned out again, with
-// the same seq; clients drop a message whose seq is not above the last seq
-// they have seen in that room.
+// the new pinned instance at once. The dispatcher therefore works strictly by
+// sequence: it keeps the highest sequence it dispatched (high), and when a
+// message arrives past high+1 it first dispatches the gap itself, reading the
+// messages directly from the stream starting after the consumer's ack floor.
+// A redelivery at or below high is acknowledged once its first dispatch is
+// done, without a second fan-out. The cost is at-least-once delivery: after a
+// crash, messages the old deliverer fanned out but had not acked are fanned
+// out again, with the same seq; clients drop a message whose seq is not above
+// the last seq they have seen in that room.
+
+// deliveryQueue is how many messages wait for one worker; when a worker's
+// queue is full the dispatcher waits (backpressure on the consumer).
+const deliveryQueue = 1024
 
 type deliverer struct {
-	r    *Router
+	r *Router
+	// high is the highest sequence dispatched (dispatcher goroutine only).
 	high uint64
-	dead bool // set by a test hook: behave like a crashed process
+	// dead is set by a test hook: behave like a crashed process.
+	dead    atomic.Bool
+	workers []*deliveryWorker
+	// own are the connections this deliverer opened (closed by stop).
+	own []*nats.Conn
+	wg  sync.WaitGroup
+	// closeMu guards sending to the workers against stop closing their
+	// queues (a callback still running after Close gave up waiting).
+	closeMu sync.RWMutex
+	closed  bool
+
+	mu    sync.Mutex
+	queue []*slot // dispatched, not yet acknowledged, in stream order
+	acks  []jetstream.Msg
+	// ackSignal wakes the acker when acks are waiting.
+	ackSignal chan struct{}
+	ackDone   chan struct{}
+	stopping  bool
+}
+
+// slot is one dispatched message.
+type slot struct {
+	seq  uint64
+	msgs []jetstream.Msg // consumer deliveries to ack when done (none for a gap fill)
+	done bool
+}
+
+type deliveryJob struct {
+	slot   *slot
+	data   []byte
+	roomID int64 // 0: not a room record (skipped)
+	marker bool  // a membership marker of the room
+}
+
+type deliveryWorker struct {
+	d  *deliverer
+	nc *nats.Conn
+	in chan deliveryJob
 }
 
 func (r *Router) startDelivery(ctx context.Context) error {
@@ -60,7 +123,26 @@ func (r *Router) startDelivery(ctx context.Context) error {
 		return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "router: create delivery consumer")
 	}
 	r.cons = cons
-	d := &deliverer{r: r}
+	d := &deliverer{r: r, ackSignal: make(chan struct{}, 1), ackDone: make(chan struct{})}
+	for i := 0; i < r.cfg.DeliveryWorkers; i++ {
+		nc := r.nc
+		if i < r.cfg.DeliveryConns {
+			opts := r.nc.Opts
+			opts.Name = fmt.Sprintf("%s-deliver-%d", opts.Name, i)
+			c, err := opts.Connect()
+			if err != nil {
+				d.closeConns()
+				return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "router: delivery connection")
+			}
+			d.own = append(d.own, c)
+			nc = c
+		}
+		w := &deliveryWorker{d: d, nc: nc, in: make(chan deliveryJob, deliveryQueue)}
+		d.workers = append(d.workers, w)
+		d.wg.Add(1)
+		go w.run()
+	}
+	go d.acker()
 	r.deliverer = d
 	// Pull requests must come more often than PinnedTTL, or the pin lapses
 	// while this instance is healthy but idle.
@@ -81,17 +163,48 @@ func (r *Router) startDelivery(ctx context.Context) error {
 			r.log.Warn("delivery consumer", "err", err)
 		}))
 	if err != nil {
+		d.stop()
 		return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "router: consume")
 	}
 	r.consume = cc
 	return nil
 }
 
-// handle runs on the consumer's single callback goroutine, one message at a
-// time, in the order the server delivers them.
+// stop finishes the dispatched work: the workers fan out what they hold, the
+// acker acknowledges it, and the deliverer's own connections are closed. The
+// consumer must be stopped first (no more dispatches).
+func (d *deliverer) stop() {
+	d.closeMu.Lock()
+	d.closed = true
+	for _, w := range d.workers {
+		close(w.in)
+	}
+	d.closeMu.Unlock()
+	d.wg.Wait()
+	d.mu.Lock()
+	d.stopping = true
+	d.mu.Unlock()
+	d.signalAcker()
+	select {
+	case <-d.ackDone:
+	case <-time.After(5 * time.Second):
+	}
+	d.closeConns()
+}
+
+func (d *deliverer) closeConns() {
+	for _, c := range d.own {
+		// Flush what the worker published before closing.
+		_ = c.FlushTimeout(2 * time.Second)
+		c.Close()
+	}
+}
+
+// handle is the dispatcher: it runs on the consumer's single callback
+// goroutine, one message at a time, in the order the server delivers them.
 func (d *deliverer) handle(m jetstream.Msg) {
 	r := d.r
-	if d.dead {
+	if d.dead.Load() {
 		return
 	}
 	meta, err := m.Metadata()
@@ -101,38 +214,121 @@ func (d *deliverer) handle(m jetstream.Msg) {
 	}
 	seq := meta.Sequence.Stream
 	if seq <= d.high {
-		// Already fanned out by this instance (a redelivery after a gap fill).
-		_ = m.Ack()
+		// A redelivery of something this instance dispatched (after a gap
+		// fill, or a worker slower than AckWait): acknowledge it once that
+		// dispatch is done, without a second fan-out.
+		d.ackWhenDone(seq, m)
 		return
 	}
-	if r.hookBeforeFanout != nil && r.hookBeforeFanout(seq) {
-		d.dead = true
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if seq != d.high+1 {
-		if err := d.fillGap(ctx, seq); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := d.fillGap(ctx, seq)
+		cancel()
+		if err != nil {
 			r.log.Warn("delivery gap fill failed; will retry", "seq", seq, "err", err)
 			_ = m.NakWithDelay(time.Second)
 			return
 		}
 	}
-	if err := d.fanout(ctx, m.Subject(), m.Data(), seq); err != nil {
-		r.log.Warn("delivery failed; will retry", "seq", seq, "err", err)
-		_ = m.NakWithDelay(time.Second)
-		return
-	}
-	d.high = seq
-	if r.hookBeforeAck != nil && r.hookBeforeAck(seq) {
-		d.dead = true
-		return
-	}
-	_ = m.Ack()
+	d.dispatch(seq, m.Subject(), m.Data(), m)
 }
 
-// fillGap delivers, in order, the messages between what is known to be
-// delivered and seq (exclusive): everything after max(high, ack floor).
+// dispatch queues one stored record to the worker of its room.
+func (d *deliverer) dispatch(seq uint64, subject string, data []byte, m jetstream.Msg) {
+	d.closeMu.RLock()
+	defer d.closeMu.RUnlock()
+	if d.closed {
+		return
+	}
+	s := &slot{seq: seq}
+	if m != nil {
+		s.msgs = []jetstream.Msg{m}
+	}
+	d.mu.Lock()
+	d.queue = append(d.queue, s)
+	d.mu.Unlock()
+	d.high = seq
+	roomID, marker := roomOfSubject(subject)
+	w := d.workers[uint64(roomID)%uint64(len(d.workers))]
+	w.in <- deliveryJob{slot: s, data: data, roomID: roomID, marker: marker}
+}
+
+// ackWhenDone acknowledges m (a redelivery of seq) when seq's first dispatch
+// is done: at once if it is, else together with it.
+func (d *deliverer) ackWhenDone(seq uint64, m jetstream.Msg) {
+	d.mu.Lock()
+	for _, s := range d.queue {
+		if s.seq == seq {
+			s.msgs = append(s.msgs, m)
+			d.mu.Unlock()
+			return
+		}
+		if s.seq > seq {
+			break
+		}
+	}
+	// Not in the queue: done and acknowledged already (or never
+	// dispatched by this instance because it was deleted from the stream).
+	d.acks = append(d.acks, m)
+	d.mu.Unlock()
+	d.signalAcker()
+}
+
+// complete marks slots fanned out and moves the contiguous done prefix of
+// the queue to the acker.
+func (d *deliverer) complete(slots ...*slot) {
+	d.mu.Lock()
+	for _, s := range slots {
+		s.done = true
+	}
+	n := 0
+	for n < len(d.queue) && d.queue[n].done {
+		d.acks = append(d.acks, d.queue[n].msgs...)
+		d.queue[n] = nil
+		n++
+	}
+	if n > 0 {
+		d.queue = d.queue[n:]
+	}
+	d.mu.Unlock()
+	if n > 0 {
+		d.signalAcker()
+	}
+}
+
+func (d *deliverer) signalAcker() {
+	select {
+	case d.ackSignal <- struct{}{}:
+	default:
+	}
+}
+
+// acker sends acknowledgements in stream order, as they become due.
+func (d *deliverer) acker() {
+	defer close(d.ackDone)
+	var batch []jetstream.Msg
+	for range d.ackSignal {
+		d.mu.Lock()
+		batch, d.acks = d.acks, batch[:0]
+		stopping := d.stopping
+		d.mu.Unlock()
+		for _, m := range batch {
+			_ = m.Ack()
+		}
+		clear(batch)
+		if stopping {
+			d.mu.Lock()
+			left := len(d.acks)
+			d.mu.Unlock()
+			if left == 0 {
+				return
+			}
+		}
+	}
+}
+
+// fillGap dispatches, in order, the messages between what is known to be
+// dispatched and seq (exclusive): everything after max(high, ack floor).
 func (d *deliverer) fillGap(ctx context.Context, seq uint64) error {
 	r := d.r
 	info, err := r.cons.Info(ctx)
@@ -148,10 +344,7 @@ func (d *deliverer) fillGap(ctx context.Context, seq uint64) error {
 			}
 			return err
 		}
-		if err := d.fanout(ctx, sm.Subject, sm.Data, s); err != nil {
-			return err
-		}
-		d.high = s
+		d.dispatch(s, sm.Subject, sm.Data, nil)
 	}
 	if d.high < seq-1 {
 		d.high = seq - 1
@@ -159,39 +352,136 @@ func (d *deliverer) fillGap(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-// fanout delivers one stored record: a chat message goes to every member; a
-// membership marker refreshes the room's member list first.
-func (d *deliverer) fanout(ctx context.Context, subject string, data []byte, seq uint64) error {
+// maxWorkerBatch bounds how many queued messages a worker takes at once.
+const maxWorkerBatch = 1024
+
+// run fans out the worker's messages. It takes whatever is queued (up to
+// maxWorkerBatch) and delivers it room by room: a room's messages keep their
+// stream order, and consecutive deliveries to the same member reach the
+// server together, so it writes them to the member's connection in one
+// system call instead of one per message (under load, the dominant cost of
+// a fan-out to many connections). A failed fan-out (the member list could
+// not be read) is retried in place, so the room's later messages never
+// overtake it.
+func (w *deliveryWorker) run() {
+	d := w.d
+	defer d.wg.Done()
+	batch := make([]deliveryJob, 0, maxWorkerBatch)
+	slots := make([]*slot, 0, maxWorkerBatch)
+	for job := range w.in {
+		batch = append(batch[:0], job)
+	drain:
+		for len(batch) < maxWorkerBatch {
+			select {
+			case j, ok := <-w.in:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, j)
+			default:
+				break drain
+			}
+		}
+		if d.dead.Load() {
+			continue
+		}
+		// Stable: a room's messages stay in dispatch (stream) order.
+		slices.SortStableFunc(batch, func(a, b deliveryJob) int { return cmp.Compare(a.roomID, b.roomID) })
+		slots = slots[:0]
+		for _, job := range batch {
+			if !w.deliver(job) {
+				break
+			}
+			slots = append(slots, job.slot)
+		}
+		if len(slots) > 0 {
+			d.complete(slots...)
+		}
+		clear(batch)
+		clear(slots)
+	}
+}
+
+// deliver fans one job out, retrying until it succeeds; false means this
+// instance is going away (or a test crashed it) and the job stays
+// unacknowledged.
+func (w *deliveryWorker) deliver(job deliveryJob) bool {
+	d := w.d
 	r := d.r
+	if d.dead.Load() {
+		return false
+	}
+	if r.hookBeforeFanout != nil && r.hookBeforeFanout(job.slot.seq) {
+		d.dead.Store(true)
+		return false
+	}
+	for attempt := 0; ; attempt++ {
+		err := w.fanout(job)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) || d.dead.Load() {
+			// Leave the message unacknowledged for the next deliverer.
+			d.dead.Store(true)
+			return false
+		}
+		if attempt%10 == 0 {
+			r.log.Warn("delivery failed; retrying", "seq", job.slot.seq, "err", err)
+		}
+		time.Sleep(time.Second)
+	}
+	if r.hookBeforeAck != nil && r.hookBeforeAck(job.slot.seq) {
+		d.dead.Store(true)
+		return false
+	}
+	return true
+}
+
+// roomOfSubject parses chat.room.<id> and chat.room.<id>.membership
+// (marker); roomID is 0 for anything else.
+func roomOfSubject(subject string) (roomID int64, marker bool) {
 	rest, ok := strings.CutPrefix(subject, "chat.room.")
 	if !ok {
-		return nil
+		return 0, false
 	}
 	if roomStr, ok := strings.CutSuffix(rest, markerSuffix); ok {
-		if roomID, err := strconv.ParseInt(roomStr, 10, 64); err == nil {
-			r.cache.invalidateRoomMembers(roomID)
-		}
+		rest, marker = roomStr, true
+	}
+	id, err := strconv.ParseInt(rest, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, false
+	}
+	return id, marker
+}
+
+// fanout delivers one stored record: a chat message goes to every member; a
+// membership marker refreshes the room's member list first.
+func (w *deliveryWorker) fanout(job deliveryJob) error {
+	r := w.d.r
+	if job.roomID == 0 {
 		return nil
 	}
-	roomID, err := strconv.ParseInt(rest, 10, 64)
-	if err != nil {
+	if job.marker {
+		r.cache.invalidateRoomMembers(job.roomID)
 		return nil
 	}
-	out := withSeq(data, roomID, seq)
+	out := withSeq(job.data, job.roomID, job.slot.seq)
 	if out == nil {
-		r.log.Warn("skipping undecodable stored message", "seq", seq)
+		r.log.Warn("skipping undecodable stored message", "seq", job.slot.seq)
 		return nil
 	}
-	members, err := r.cache.roomMembers(ctx, roomID)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	subjects, err := r.cache.roomSubjects(ctx, job.roomID)
+	cancel()
 	if err != nil {
 		return err
 	}
-	for _, uid := range members {
-		if err := r.nc.Publish(mulchat.UserSubject(uid, "msg"), out); err != nil {
+	for _, subj := range subjects {
+		if err := w.nc.Publish(subj, out); err != nil {
 			return err
 		}
 	}
-	r.m.deliveries.Add(float64(len(members)))
+	r.m.deliveries.Add(float64(len(subjects)))
 	r.m.delivered.Inc()
 	return nil
 }

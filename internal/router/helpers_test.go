@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -230,23 +231,39 @@ func streamMsgs(t *testing.T, st *rttest.Stack, roomID int64) uint64 {
 }
 
 // barrier makes sure every delivery the router published before now has
-// reached c: a credential notice goes out on the router's connection after
-// them, and the server keeps one publisher's order towards one subscriber.
+// reached c: a marker event goes out on each connection the router delivers
+// on (its own and each delivery worker's), after what was published there,
+// and the server keeps one publisher's order towards one subscriber.
 func barrier(t *testing.T, r *Router, c *client) {
 	t.Helper()
+	conns := []*nats.Conn{r.nc}
+	if r.deliverer != nil {
+		for _, w := range r.deliverer.workers {
+			if !slices.Contains(conns, w.nc) {
+				conns = append(conns, w.nc)
+			}
+		}
+	}
 	c.mu.Lock()
 	n := len(c.events)
 	c.mu.Unlock()
-	if err := r.CredentialChanged(context.Background(), c.u.ID, "barrier", nil); err != nil {
-		t.Fatal(err)
+	for _, nc := range conns {
+		data, _ := json.Marshal(mulchat.Event{Type: mulchat.EventCredential, Change: "barrier"})
+		if err := nc.Publish(mulchat.UserSubject(c.u.ID, "event"), data); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c.waitFor("barrier", func(_ []mulchat.Message, ev []mulchat.Event) bool {
+		seen := 0
 		for _, e := range ev[n:] {
 			if e.Change == "barrier" {
-				return true
+				seen++
 			}
 		}
-		return false
+		return seen == len(conns)
 	})
 }
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -68,12 +69,21 @@ type Config struct {
 	AccountPublicKey string
 
 	// Stream settings, used when the stream is created or updated.
-	Replicas          int           // default 1
-	DuplicateWindow   time.Duration // default 2m
-	MaxAge            time.Duration // 0 = keep forever
-	DeliveryAckWait   time.Duration // default 30s
-	PinnedTTL         time.Duration // default 10s: failover time after a crashed deliverer
-	MaxAckPending     int           // default 10000
+	Replicas        int           // default 1
+	DuplicateWindow time.Duration // default 2m
+	MaxAge          time.Duration // 0 = keep forever
+	DeliveryAckWait time.Duration // default 30s
+	PinnedTTL       time.Duration // default 10s: failover time after a crashed deliverer
+	MaxAckPending   int           // default 10000
+	// DeliveryWorkers is how many rooms the pinned deliverer fans out in
+	// parallel (a room always goes to the same worker, so per-room order
+	// holds); default GOMAXPROCS/2, at least 1 and at most 8.
+	DeliveryWorkers int
+	// DeliveryConns is how many of the workers publish on a NATS
+	// connection of their own, opened with Conn's options and closed by
+	// Close (the others publish on Conn); default DeliveryWorkers, <0 =
+	// none.
+	DeliveryConns     int
 	DisableDelivery   bool          // run only the send/history services
 	DeliveryOnly      bool          // run only delivery (no send/history services)
 	RateLimit         float64       // sends per second per user; default 20; <0 = unlimited
@@ -146,6 +156,12 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.MaxAckPending <= 0 {
 		cfg.MaxAckPending = 10000
+	}
+	if cfg.DeliveryWorkers <= 0 {
+		cfg.DeliveryWorkers = min(max(runtime.GOMAXPROCS(0)/2, 1), 8)
+	}
+	if cfg.DeliveryConns == 0 {
+		cfg.DeliveryConns = cfg.DeliveryWorkers
 	}
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = 20
@@ -307,6 +323,7 @@ func (r *Router) Close() error {
 	r.closed = true
 	subs := r.subs
 	consume := r.consume
+	d := r.deliverer
 	shards := r.shards
 	r.mu.Unlock()
 
@@ -318,6 +335,7 @@ func (r *Router) Close() error {
 	}
 	if consume != nil && r.nc.IsClosed() {
 		consume.Stop()
+		d.stop()
 	} else if consume != nil {
 		consume.Drain()
 		select {
@@ -325,6 +343,9 @@ func (r *Router) Close() error {
 		case <-time.After(5 * time.Second):
 			consume.Stop()
 		}
+		// What was dispatched is fanned out and acknowledged before the
+		// pin is released.
+		d.stop()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		// Releasing the pin lets another instance deliver without waiting for
 		// PinnedTTL; failure only delays failover.
