@@ -339,6 +339,8 @@ func (t *Tracker) writer() {
 			}
 		}
 		batch := []*connectEvent{ev}
+		first := time.Now()
+		last := first
 		linger.Reset(batchLinger)
 		idle.Reset(batchIdle)
 	more:
@@ -346,9 +348,15 @@ func (t *Tracker) writer() {
 			select {
 			case e := <-t.events:
 				batch = append(batch, e)
-				idle.Reset(batchIdle)
+				// The idle timer is moved when it fires, not for
+				// every event.
+				last = time.Now()
 			case <-idle.C:
-				break more
+				wait := batchIdle - time.Since(last)
+				if wait <= 0 || time.Since(first) >= batchLinger {
+					break more
+				}
+				idle.Reset(wait)
 			case <-linger.C:
 				break more
 			case <-t.done:
