@@ -65,8 +65,12 @@ type deliverer struct {
 	r *Router
 	// high is the highest sequence dispatched (dispatcher goroutine only).
 	high uint64
-	// dead is set by a test hook: behave like a crashed process.
-	dead    atomic.Bool
+	// dead is set by a test hook (behave like a crashed process) or when a
+	// delivery connection is closed: nothing more is fanned out or acked.
+	dead atomic.Bool
+	// closing makes failing fan-outs and flushes give up instead of
+	// retrying (Close); what they hold stays unacknowledged.
+	closing atomic.Bool
 	workers []*deliveryWorker
 	// own are the connections this deliverer opened (closed by stop).
 	own []*nats.Conn
@@ -174,6 +178,7 @@ func (r *Router) startDelivery(ctx context.Context) error {
 // acker acknowledges it, and the deliverer's own connections are closed. The
 // consumer must be stopped first (no more dispatches).
 func (d *deliverer) stop() {
+	d.closing.Store(true)
 	d.closeMu.Lock()
 	d.closed = true
 	for _, w := range d.workers {
@@ -409,6 +414,9 @@ func (w *deliveryWorker) run() {
 			}
 			slots = append(slots, job.slot)
 		}
+		if len(slots) > 0 && w.nc != d.r.nc && !w.flush() {
+			slots = slots[:0]
+		}
 		if len(slots) > 0 {
 			d.complete(slots...)
 		}
@@ -416,6 +424,51 @@ func (w *deliveryWorker) run() {
 		clear(batch)
 		clear(slots)
 	}
+}
+
+// flush waits until the server has processed everything the worker
+// published on its own connection (a PING/PONG round trip, once per batch).
+// The acks go out on the router's connection, so without it an ack could
+// reach the server before the deliveries it stands for, and a crash in
+// between would lose them. It retries until it succeeds; false means this
+// instance is going away and the batch stays unacknowledged.
+func (w *deliveryWorker) flush() bool {
+	d := w.d
+	for attempt := 0; ; attempt++ {
+		err := w.nc.FlushTimeout(5 * time.Second)
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) || d.dead.Load() {
+			d.fail()
+			return false
+		}
+		if d.closing.Load() {
+			return false
+		}
+		if attempt%10 == 0 {
+			d.r.log.Warn("delivery connection flush failed; retrying", "err", err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// fail stops this instance's delivery for good (a delivery connection was
+// closed): nothing more is fanned out or acknowledged, and pulling stops so
+// the pin lapses and another instance takes over.
+func (d *deliverer) fail() {
+	if d.dead.Swap(true) {
+		return
+	}
+	r := d.r
+	go func() {
+		r.mu.Lock()
+		cc := r.consume
+		r.mu.Unlock()
+		if cc != nil {
+			cc.Stop()
+		}
+	}()
 }
 
 // deliver fans one job out, retrying until it succeeds; false means this
@@ -438,7 +491,10 @@ func (w *deliveryWorker) deliver(job deliveryJob) bool {
 		}
 		if errors.Is(err, nats.ErrConnectionClosed) || d.dead.Load() {
 			// Leave the message unacknowledged for the next deliverer.
-			d.dead.Store(true)
+			d.fail()
+			return false
+		}
+		if d.closing.Load() {
 			return false
 		}
 		if attempt%10 == 0 {
