@@ -11,8 +11,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -646,7 +646,7 @@ func sessionFromEvent(ev *connectEvent, ku *keyUser) *mulchat.AuthSession {
 	}
 	return &mulchat.AuthSession{
 		UserID:    ku.id,
-		ClientID:  fmt.Sprintf("%s/%d", ev.Server.ID, ev.Client.ID),
+		ClientID:  ev.Server.ID + "/" + strconv.FormatUint(ev.Client.ID, 10),
 		IPAddress: ev.Client.Host,
 		UserAgent: userAgent(ev.Client.Name, ev.Client.Lang, ev.Client.Version),
 		PublicKey: ev.Client.User,
@@ -762,6 +762,9 @@ func userAgent(name, lang, version string) string {
 // NUL or other control characters (PostgreSQL text cannot hold NUL, and
 // invalid UTF-8 is refused), at most max bytes cut on a character boundary.
 func cleanText(s string, max int) string {
+	if plainASCII(s, max) {
+		return s // nothing to clean: the common case, without allocating
+	}
 	s = strings.ToValidUTF8(s, "")
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
@@ -770,6 +773,20 @@ func cleanText(s string, max int) string {
 		return r
 	}, s)
 	return truncate(strings.TrimSpace(s), max)
+}
+
+// plainASCII reports whether s is printable ASCII of at most max bytes
+// without leading or trailing spaces, which cleanText returns unchanged.
+func plainASCII(s string, max int) bool {
+	if len(s) > max || (s != "" && (s[0] == ' ' || s[len(s)-1] == ' ')) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // truncate cuts valid UTF-8 s to at most max bytes without splitting a
