@@ -73,8 +73,10 @@ func (m *Migrator) Precheck(ctx context.Context) (*Precheck, error) {
 	if ok, err := hasColumn(ctx, m.db, m.dialect, SessionsTable, SessionCredColumn); err != nil {
 		return nil, internal(err, "pre-check: reading nats_auth_sessions")
 	} else if ok {
-		if err := m.db.QueryRowContext(ctx, "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "+LegacyTable+" c WHERE c.id = s.credential_id)) FROM "+
-			SessionsTable+" s WHERE s.credential_id IS NOT NULL").Scan(&p.SessionCredentialRefs, &p.DanglingSessionRefs); err != nil {
+		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" WHERE credential_id IS NOT NULL").Scan(&p.SessionCredentialRefs); err != nil {
+			return nil, internal(err, "pre-check: counting sessions")
+		}
+		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" s WHERE s.credential_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "+LegacyTable+" c WHERE c.id = s.credential_id)").Scan(&p.DanglingSessionRefs); err != nil {
 			return nil, internal(err, "pre-check: counting sessions")
 		}
 	}
