@@ -128,6 +128,7 @@ func (r *Router) startDelivery(ctx context.Context) error {
 	}
 	r.cons = cons
 	d := &deliverer{r: r, ackSignal: make(chan struct{}, 1), ackDone: make(chan struct{})}
+	go d.acker()
 	for i := 0; i < r.cfg.DeliveryWorkers; i++ {
 		nc := r.nc
 		if i < r.cfg.DeliveryConns {
@@ -135,7 +136,7 @@ func (r *Router) startDelivery(ctx context.Context) error {
 			opts.Name = fmt.Sprintf("%s-deliver-%d", opts.Name, i)
 			c, err := opts.Connect()
 			if err != nil {
-				d.closeConns()
+				d.stop() // the workers started so far, the acker, the connections
 				return mulchat.WrapError(mulchat.EUNAVAILABLE, err, "router: delivery connection")
 			}
 			d.own = append(d.own, c)
@@ -146,7 +147,6 @@ func (r *Router) startDelivery(ctx context.Context) error {
 		d.wg.Add(1)
 		go w.run()
 	}
-	go d.acker()
 	r.deliverer = d
 	// Pull requests must come more often than PinnedTTL, or the pin lapses
 	// while this instance is healthy but idle.
