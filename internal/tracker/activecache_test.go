@@ -28,11 +28,11 @@ func (n *notes) list() []bool {
 	return append([]bool(nil), n.got...)
 }
 
-// TestActiveCacheFollowsWrites: the writer's cached list of a user's active
-// sessions stays right across batches, disconnects, reconciles and kicks:
-// one row per connection, online on the first session, offline after the
-// last, online again on the next.
-func TestActiveCacheFollowsWrites(t *testing.T) {
+// TestOnlineCacheFollowsWrites: the writer's memory of users it saw online
+// (Tracker.online) stays right across batches, disconnects, reconciles and
+// kicks: one row per connection, online on the first session, offline after
+// the last, online again on the next.
+func TestOnlineCacheFollowsWrites(t *testing.T) {
 	st := rttest.NewStack(t, sqltest.OpenSQLite(t))
 	pn := &notes{}
 	tr := startTracker(t, st, func(c *Config) { c.Presence = pn })
