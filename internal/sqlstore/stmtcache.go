@@ -28,6 +28,7 @@ type stmtCache struct {
 	mu     sync.RWMutex
 	m      map[string]*sql.Stmt // a nil value: being prepared
 	closed bool
+	bg     sync.WaitGroup // background prepares; close waits for them
 }
 
 func newStmtCache(db *sql.DB) *stmtCache {
@@ -58,9 +59,16 @@ func (c *stmtCache) get(ctx context.Context, query string, inTx bool) *sql.Stmt 
 		return st
 	}
 	c.m[query] = nil
+	if inTx {
+		// Added under the lock, before close can set closed and wait.
+		c.bg.Add(1)
+	}
 	c.mu.Unlock()
 	if inTx {
-		go c.prepare(context.WithoutCancel(ctx), query)
+		go func() {
+			defer c.bg.Done()
+			c.prepare(context.WithoutCancel(ctx), query)
+		}()
 		return nil
 	}
 	return c.prepare(ctx, query)
@@ -83,11 +91,16 @@ func (c *stmtCache) prepare(ctx context.Context, query string) *sql.Stmt {
 	return st
 }
 
-// close closes every cached statement; later calls of get return nil.
+// close closes every cached statement; later calls of get return nil. It
+// waits for background prepares first, so that none opens a connection (and
+// the database's files) after the pool is closed.
 func (c *stmtCache) close() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.closed = true
+	c.mu.Unlock()
+	c.bg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for q, st := range c.m {
 		if st != nil {
 			_ = st.Close() // the pool is closing; a statement's close error changes nothing
