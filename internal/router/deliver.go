@@ -433,9 +433,16 @@ func (w *deliveryWorker) run() {
 // between would lose them. It retries until it succeeds; false means this
 // instance is going away and the batch stays unacknowledged.
 func (w *deliveryWorker) flush() bool {
-	d := w.d
+	return w.d.retry(func() error { return w.nc.FlushTimeout(5 * time.Second) },
+		"delivery connection flush failed; retrying")
+}
+
+// retry runs op until it succeeds (true). A closed connection stops this
+// instance's delivery (fail) and a closing instance gives up; both return
+// false and leave the job unacknowledged for the next deliverer.
+func (d *deliverer) retry(op func() error, msg string, attrs ...any) bool {
 	for attempt := 0; ; attempt++ {
-		err := w.nc.FlushTimeout(5 * time.Second)
+		err := op()
 		if err == nil {
 			return true
 		}
@@ -447,7 +454,7 @@ func (w *deliveryWorker) flush() bool {
 			return false
 		}
 		if attempt%10 == 0 {
-			d.r.log.Warn("delivery connection flush failed; retrying", "err", err)
+			d.r.log.Warn(msg, append(attrs, "err", err)...)
 		}
 		time.Sleep(time.Second)
 	}
@@ -484,23 +491,8 @@ func (w *deliveryWorker) deliver(job deliveryJob) bool {
 		d.dead.Store(true)
 		return false
 	}
-	for attempt := 0; ; attempt++ {
-		err := w.fanout(job)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, nats.ErrConnectionClosed) || d.dead.Load() {
-			// Leave the message unacknowledged for the next deliverer.
-			d.fail()
-			return false
-		}
-		if d.closing.Load() {
-			return false
-		}
-		if attempt%10 == 0 {
-			r.log.Warn("delivery failed; retrying", "seq", job.slot.seq, "err", err)
-		}
-		time.Sleep(time.Second)
+	if !d.retry(func() error { return w.fanout(job) }, "delivery failed; retrying", "seq", job.slot.seq) {
+		return false
 	}
 	if r.hookBeforeAck != nil && r.hookBeforeAck(job.slot.seq) {
 		d.dead.Store(true)
