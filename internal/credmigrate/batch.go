@@ -96,25 +96,17 @@ func scanCred(rows *sql.Rows, id *int64, userID *int64, c *cred) error {
 // batchIDs returns the next up to n user ids of the legacy table after
 // `after`.
 func (m *Migrator) batchIDs(ctx context.Context, q queryer, after int64, n int) ([]int64, error) {
-	rows, err := q.QueryContext(ctx, m.q("SELECT DISTINCT user_id FROM "+LegacyTable+" WHERE user_id > ? ORDER BY user_id LIMIT ?"), after, n)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return queryIDs(ctx, q, m.q("SELECT DISTINCT user_id FROM "+LegacyTable+" WHERE user_id > ? ORDER BY user_id LIMIT ?"), after, n)
 }
 
 // rangeIDs returns the user ids of the legacy table in (lo, hi].
 func (m *Migrator) rangeIDs(ctx context.Context, q queryer, lo, hi int64) ([]int64, error) {
-	rows, err := q.QueryContext(ctx, m.q("SELECT DISTINCT user_id FROM "+LegacyTable+" WHERE user_id > ? AND user_id <= ? ORDER BY user_id"), lo, hi)
+	return queryIDs(ctx, q, m.q("SELECT DISTINCT user_id FROM "+LegacyTable+" WHERE user_id > ? AND user_id <= ? ORDER BY user_id"), lo, hi)
+}
+
+// queryIDs runs a query of one integer column and returns its values.
+func queryIDs(ctx context.Context, q queryer, query string, args ...any) ([]int64, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,7 @@ END $$`,
 func (m *Migrator) stopCapture(ctx context.Context) ([]int64, error) {
 	var ids []int64
 	err := m.inTx(ctx, true, func(tx *sql.Tx) error {
-		ids = ids[:0]
+		ids = nil
 		var stmts []string
 		if m.dialect == Postgres {
 			stmts = []string{"DROP TRIGGER IF EXISTS " + captureName + " ON " + LegacyTable, "DROP FUNCTION IF EXISTS " + captureName + "()"}
@@ -70,20 +70,8 @@ func (m *Migrator) stopCapture(ctx context.Context) ([]int64, error) {
 		if err != nil || !ok {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, "SELECT DISTINCT user_id FROM "+changedTable+" WHERE user_id IS NOT NULL")
+		ids, err = queryIDs(ctx, tx, "SELECT DISTINCT user_id FROM "+changedTable+" WHERE user_id IS NOT NULL")
 		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, "DROP TABLE "+changedTable)
