@@ -195,7 +195,9 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 				return err
 			}
 		}
-		return q.UpdateUserNATSCredential(ctx, userID, cred)
+		rec := cred
+		rec.ExpiresAt = recordedExpiry(prev, publicKey, exp)
+		return q.UpdateUserNATSCredential(ctx, userID, rec)
 	})
 	if err != nil {
 		return nil, err
@@ -260,7 +262,7 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 		cred.JWT = token
 		cred.AccountID = a.chat.id
 		cred.AccountPublicKey = a.chat.pub
-		cred.ExpiresAt = &exp
+		cred.ExpiresAt = recordedExpiry(cur.NATS, publicKey, exp)
 		return q.UpdateUserNATSCredential(ctx, userID, cred)
 	})
 	if err != nil {
@@ -329,6 +331,20 @@ func (a *Authority) refreshExpiry(now time.Time, ttl time.Duration, exp, recorde
 		exp = limit
 	}
 	return exp, false
+}
+
+// recordedExpiry is the nats_expires_at to store with a new JWT of
+// publicKey expiring at exp, when the row, read in the writing transaction,
+// holds prev: the later of exp and prev's expiry if prev is the same key,
+// unrevoked. The recorded expiry is the latest expiry of any JWT of the
+// current key, and a refresh racing another one with a longer TTL must not
+// lower it (see sqlstore's keepLaterExpiry for the one-statement paths).
+func recordedExpiry(prev mulchat.NATSCredential, publicKey string, exp time.Time) *time.Time {
+	if prev.PublicKey == publicKey && prev.ExpiredAt == nil && prev.ExpiresAt != nil && prev.ExpiresAt.After(exp) {
+		later := *prev.ExpiresAt
+		return &later
+	}
+	return &exp
 }
 
 // replaces reports whether storing a credential for publicKey replaces prev
@@ -411,7 +427,23 @@ func (a *Authority) RevokeUserCredential(ctx context.Context, userID int64) erro
 		}
 		if u.NATS.ExpiredAt == nil {
 			newly = true
-			return q.ExpireUserNATSCredential(ctx, userID, now.UTC())
+			if err := q.ExpireUserNATSCredential(ctx, userID, now.UTC()); err != nil {
+				return err
+			}
+			// A same-key refresh outside this transaction (PostgreSQL) may
+			// have recorded a later expiry after the read above. The
+			// UPDATE just made holds the row now, so a read sees any such
+			// write, and a later one finds the key revoked and writes
+			// nothing. The entry must outlive every JWT of the key.
+			after, err := q.UserByID(ctx, userID)
+			if err != nil {
+				return err
+			}
+			if later := a.revocationOf(after.NATS, now); after.NATS.PublicKey == rev.key && later.until.After(rev.until) {
+				rev = later
+				_, err = a.revokeKeysTx(ctx, q, account, now, rev)
+				return err
+			}
 		}
 		return nil
 	})

@@ -83,7 +83,7 @@ func (q *queries) SetUserNATSCredentialIfNothingToRevoke(ctx context.Context, us
 		// compares values itself (a HOT update), so it needs no such split.
 		n, err := q.exec(ctx, errMsgs{},
 			`UPDATE users SET nats_jwt = $2, nats_seed_hash = $3, nats_account_public_key = $6,
-				nats_expires_at = $7, nats_expired_at = $8
+				nats_expires_at = `+q.keepLaterExpiry()+`, nats_expired_at = $8
 			WHERE id = $1 AND is_active = $9 AND nats_public_key = $4 AND nats_expired_at IS NULL
 				AND nats_account_id = $5`,
 			userID, nullString(c.JWT), nullString(c.SeedHash), c.PublicKey, c.AccountID,
@@ -94,7 +94,7 @@ func (q *queries) SetUserNATSCredentialIfNothingToRevoke(ctx context.Context, us
 	}
 	n, err := q.exec(ctx, errMsgs{fk: "NATS account does not exist"},
 		`UPDATE users SET nats_jwt = $2, nats_seed_hash = $3, nats_public_key = $4, nats_account_id = $5,
-			nats_account_public_key = $6, nats_expires_at = $7, nats_expired_at = $8
+			nats_account_public_key = $6, nats_expires_at = `+q.keepLaterExpiry()+`, nats_expired_at = $8
 		WHERE id = $1 AND is_active = $9 AND (
 			COALESCE(nats_public_key, '') = ''
 			OR (nats_public_key = $4 AND nats_expired_at IS NULL)
@@ -105,6 +105,23 @@ func (q *queries) SetUserNATSCredentialIfNothingToRevoke(ctx context.Context, us
 		return false, err
 	}
 	return n > 0, nil
+}
+
+// keepLaterExpiry is the value SetUserNATSCredentialIfNothingToRevoke writes
+// to nats_expires_at: $7, unless the row holds the same key ($4), unrevoked,
+// with a later expiry, which it then keeps. Two refreshes of one key racing
+// with different TTLs each read the row before either wrote; without this
+// the shorter one, written last, would record an expiry earlier than the
+// longer JWT already handed out, and the key's revocation entry, pruned at
+// the recorded expiry, would then go before that JWT expires. On SQLite the
+// times are compared through julianday(), which reads every text form a
+// legacy row may hold; one it cannot read gives NULL, and $7 is written.
+func (q *queries) keepLaterExpiry() string {
+	later := "nats_expires_at > $7"
+	if q.dialect == DialectSQLite {
+		later = "julianday(nats_expires_at) > julianday($7)"
+	}
+	return "CASE WHEN nats_public_key = $4 AND nats_expired_at IS NULL AND " + later + " THEN nats_expires_at ELSE $7 END"
 }
 
 // RefreshUserNATSJWT replaces the JWT of the user's current key when the

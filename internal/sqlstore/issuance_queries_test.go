@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -196,6 +197,45 @@ func TestRefreshUserNATSJWT(t *testing.T) {
 		if wrote, err := db.RefreshUserNATSJWT(ctx, v.ID, mulchat.NATSCredential{JWT: "x", PublicKey: "UBOB",
 			AccountID: acc.ID, AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(expires)}); err != nil || wrote {
 			t.Errorf("refresh of a disabled user: wrote %v, err %v", wrote, err)
+		}
+	})
+}
+
+// TestSetCredentialKeepsLaterExpiry: a refresh of the same unrevoked key
+// written after a concurrent one with a longer TTL keeps the later recorded
+// expiry (the key's revocation entry is pruned at it), on both statements of
+// SetUserNATSCredentialIfNothingToRevoke; a new key or a revoked one takes
+// the expiry given.
+func TestSetCredentialKeepsLaterExpiry(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		acc := newAccount(t, db, "chat")
+		long, short := ts("2030-01-01T00:00:00Z"), ts("2029-06-01T00:00:00Z")
+		for _, accountID := range []int64{acc.ID, 0} { // 0: the general statement on SQLite too
+			u := newUser(t, db, fmt.Sprintf("keep%d", accountID))
+			key, newKey := fmt.Sprintf("UKEEP%d", accountID), fmt.Sprintf("UNEW%d", accountID)
+			c := mulchat.NATSCredential{JWT: "long", PublicKey: key, AccountID: accountID,
+				AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(long)}
+			mustNil(t, db.UpdateUserNATSCredential(ctx, u.ID, c))
+			c.JWT, c.ExpiresAt = "short", ptr(short)
+			wrote, err := db.SetUserNATSCredentialIfNothingToRevoke(ctx, u.ID, c)
+			mustNil(t, err)
+			got, err := db.UserByID(ctx, u.ID)
+			mustNil(t, err)
+			if !wrote || got.NATS.JWT != "short" || got.NATS.ExpiresAt == nil || !got.NATS.ExpiresAt.Equal(long) {
+				t.Fatalf("account %d: wrote %v, stored %q expiring %v; want the new JWT with the later expiry %v",
+					accountID, wrote, got.NATS.JWT, got.NATS.ExpiresAt, long)
+			}
+			// Another key takes the expiry it is given.
+			c.PublicKey, c.ExpiresAt = newKey, ptr(short)
+			mustNil(t, db.ExpireUserNATSCredential(ctx, u.ID, ts("2026-01-01T00:00:00Z")))
+			_, err = db.SetUserNATSCredentialIfNothingToRevoke(ctx, u.ID, c)
+			mustNil(t, err)
+			got, err = db.UserByID(ctx, u.ID)
+			mustNil(t, err)
+			if got.NATS.PublicKey != newKey || !got.NATS.ExpiresAt.Equal(short) {
+				t.Fatalf("new key: stored %q expiring %v, want %s expiring %v", got.NATS.PublicKey, got.NATS.ExpiresAt, newKey, short)
+			}
 		}
 	})
 }
