@@ -107,6 +107,10 @@ type deliveryWorker struct {
 	d  *deliverer
 	nc *nats.Conn
 	in chan deliveryJob
+	// stopped: a delivery or flush gave up (dead or closing). The worker
+	// then delivers nothing more, so that no later message of a room
+	// overtakes one left unacknowledged for the next deliverer.
+	stopped bool
 }
 
 func (r *Router) startDelivery(ctx context.Context) error {
@@ -402,20 +406,36 @@ func (w *deliveryWorker) run() {
 				break drain
 			}
 		}
-		if d.dead.Load() {
+		if w.stopped || d.dead.Load() {
 			continue
 		}
 		// Stable: a room's messages stay in dispatch (stream) order.
 		slices.SortStableFunc(batch, func(a, b deliveryJob) int { return cmp.Compare(a.roomID, b.roomID) })
-		slots = slots[:0]
-		for _, job := range batch {
-			if !w.deliver(job) {
+		for {
+			reconnects := w.nc.Stats().Reconnects
+			slots = slots[:0]
+			for _, job := range batch {
+				if !w.deliver(job) {
+					w.stopped = true
+					break
+				}
+				slots = append(slots, job.slot)
+			}
+			if len(slots) > 0 && w.nc != d.r.nc && !w.flush() {
+				w.stopped = true
+				slots = slots[:0]
+			}
+			// A reconnect during the batch may have lost publishes still in
+			// the old socket (nats.go does not resend them), and the flush
+			// only covers the new one: deliver the batch again before it is
+			// acknowledged (members drop repeats by seq).
+			if w.nc.Stats().Reconnects == reconnects {
 				break
 			}
-			slots = append(slots, job.slot)
-		}
-		if len(slots) > 0 && w.nc != d.r.nc && !w.flush() {
-			slots = slots[:0]
+			if w.stopped {
+				slots = slots[:0]
+				break
+			}
 		}
 		if len(slots) > 0 {
 			d.complete(slots...)
