@@ -22,7 +22,12 @@ func (m *Migrator) startCapture(ctx context.Context) error {
 	err := m.inTx(ctx, true, func(tx *sql.Tx) error {
 		stmts := []string{"CREATE TABLE IF NOT EXISTS " + changedTable + " (user_id BIGINT)"}
 		if m.dialect == Postgres {
-			stmts = append(stmts, `CREATE OR REPLACE FUNCTION `+captureName+`() RETURNS trigger LANGUAGE plpgsql AS $$
+			// SECURITY DEFINER: the legacy application may write as a role
+			// that cannot insert into the capture table (which the
+			// migration's role owns); the function runs as its owner, with
+			// the search_path of its creation, so its writes never fail.
+			stmts = append(stmts, `CREATE OR REPLACE FUNCTION `+captureName+`() RETURNS trigger LANGUAGE plpgsql
+	SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
 	IF TG_OP <> 'INSERT' THEN INSERT INTO `+changedTable+` (user_id) VALUES (OLD.user_id); END IF;
 	IF TG_OP <> 'DELETE' THEN INSERT INTO `+changedTable+` (user_id) VALUES (NEW.user_id); END IF;
