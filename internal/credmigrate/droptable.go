@@ -62,6 +62,11 @@ func (m *Migrator) DropTable(ctx context.Context, opts DropOptions) (*Report, er
 		r.note("dry run: would write the backup %s and drop %s", opts.BackupPath, LegacyTable)
 		return r, nil
 	}
+	// A killed nats-credentials run may have left its change capture on the
+	// table; everything just verified, so what it recorded is moot.
+	if _, err := m.stopCapture(ctx); err != nil {
+		return r, err
+	}
 	if err := m.timed(r, "backup", func() (err error) {
 		r.Backup, err = m.WriteBackup(ctx, opts.BackupPath)
 		return err

@@ -53,6 +53,13 @@ func (m *Migrator) Rollback(ctx context.Context, opts RollbackOptions) (*Report,
 	if err != nil {
 		return r, internal(err, "reading "+SessionsTable)
 	}
+	if tableThere && !m.opts.DryRun {
+		// A killed nats-credentials run may have left its change capture;
+		// the legacy application's writes must not keep feeding it.
+		if _, err := m.stopCapture(ctx); err != nil {
+			return r, err
+		}
+	}
 	info := &RollbackInfo{Source: "users"}
 	if b != nil {
 		info.Source = "backup"
