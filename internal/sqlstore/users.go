@@ -170,14 +170,17 @@ func (q *queries) GetUserNATSCredential(ctx context.Context, userID int64) (mulc
 }
 
 // UpdateUserNATSCredential writes all seven users.nats_* columns; zero values
-// become NULL, so the zero NATSCredential clears the credential.
+// become NULL, so the zero NATSCredential clears the credential. A later
+// expiry already recorded for the same unrevoked key is kept
+// (keepLaterExpiry): the recorded expiry is the latest of any JWT of the
+// current key, and a write racing another refresh must not lower it.
 func (q *queries) UpdateUserNATSCredential(ctx context.Context, userID int64, c mulchat.NATSCredential) error {
 	if err := checkKeyLen("NATS public key", c.PublicKey); err != nil {
 		return err
 	}
 	return q.updateUser(ctx,
 		`UPDATE users SET nats_jwt = $2, nats_seed_hash = $3, nats_public_key = $4, nats_account_id = $5,
-			nats_account_public_key = $6, nats_expires_at = $7, nats_expired_at = $8
+			nats_account_public_key = $6, nats_expires_at = `+q.keepLaterExpiry()+`, nats_expired_at = $8
 		WHERE id = $1`,
 		userID, nullString(c.JWT), nullString(c.SeedHash), nullString(c.PublicKey), nullID(c.AccountID),
 		nullString(c.AccountPublicKey), c.ExpiresAt, c.ExpiredAt)
