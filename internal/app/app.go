@@ -523,6 +523,9 @@ func (m *Main) ready(ctx context.Context) error {
 			return errors.New("NATS service connection is down")
 		}
 	}
+	if m.router != nil {
+		return m.router.Healthy()
+	}
 	return nil
 }
 

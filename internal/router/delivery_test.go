@@ -114,6 +114,9 @@ func testCrash(t *testing.T, crash func(r *Router, crashed func()), rawDuplicate
 			case <-time.After(wait):
 				t.Fatal("deliverer did not reach the crash point")
 			}
+			if first.Healthy() == nil {
+				t.Error("Healthy reports nothing after the deliverer stopped for good")
+			}
 		} else {
 			ca.waitMessages(2)
 			if err := first.Close(); err != nil {
@@ -126,6 +129,9 @@ func testCrash(t *testing.T, crash func(r *Router, crashed func()), rawDuplicate
 		}
 
 		second := startRouter(t, st, func(c *Config) { c.DeliveryOnly = true; setWorkers(c) })
+		if err := second.Healthy(); err != nil {
+			t.Errorf("a running deliverer reports %v", err)
+		}
 		for _, c := range []*client{ca, cb} {
 			c.waitFor("all messages", func(m []mulchat.Message, _ []mulchat.Event) bool {
 				d := dedup(m)

@@ -386,3 +386,14 @@ func (r *Router) flush(ctx context.Context) error {
 	}
 	return r.nc.FlushWithContext(ctx)
 }
+
+// Healthy reports an error when this instance's delivery has stopped for
+// good (a delivery connection was closed, see deliverer.fail): sends are
+// still stored, but this instance fans nothing out until it restarts, so
+// readiness should say so. Another instance, if any, takes the pin over.
+func (r *Router) Healthy() error {
+	if d := r.deliverer; d != nil && d.dead.Load() && !d.closing.Load() {
+		return errors.New("router delivery stopped (a delivery connection closed); restart this instance")
+	}
+	return nil
+}
