@@ -12,6 +12,7 @@ import (
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/app"
+	"github.com/mulchat/mulchat/internal/testenv"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -228,16 +229,10 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// waitFor polls cond until it holds; the bound is for start-up, not a speed.
+// waitFor polls cond until it holds (testenv.Eventually).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 30s for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(t, 30*time.Second, what, cond)
 }
 
 // TestServeWebSocketTLSSettings: --nats-ws-tls-cert/--nats-ws-tls-key and

@@ -255,16 +255,10 @@ func sessions(t *testing.T, base, token string) []any {
 	return body.Sessions
 }
 
-// waitUntil polls cond; the bound is for asynchronous work, not a speed.
+// waitUntil polls cond until it holds (testenv.Eventually).
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10s for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, what, cond)
 }
 
 // TestExternalNATSCluster starts mulchat against a three-server JetStream

@@ -18,6 +18,7 @@ import (
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/router/rttest"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/mulchat/mulchat/internal/testenv"
 )
 
 // counter reads a counter of reg whose only label has value label ("" for a
@@ -42,16 +43,10 @@ func counter(t *testing.T, reg *prometheus.Registry, name, label string) float64
 	return 0
 }
 
-// eventually waits until cond holds; wait bounds a hang.
+// eventually polls cond until it holds (testenv.Eventually).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, wait, what, cond)
 }
 
 func TestReplyAllowed(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/mulchat/mulchat/internal/router/rttest"
 	"github.com/mulchat/mulchat/internal/sqlstore"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/mulchat/mulchat/internal/testenv"
 )
 
 const wait = 10 * time.Second
@@ -40,16 +41,10 @@ func startTracker(t *testing.T, st *rttest.Stack, mod func(*Config)) *Tracker {
 	return tr
 }
 
-// eventually polls cond until it holds; the deadline only bounds a hang.
+// eventually polls cond until it holds (testenv.Eventually).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, wait, what, cond)
 }
 
 func sessions(t *testing.T, st *rttest.Stack, userID int64, activeOnly bool) []*mulchat.AuthSession {
