@@ -166,6 +166,11 @@ func (m *Migrator) userCreds(ctx context.Context, q queryer, lo, hi int64, forUp
 		query += " FOR UPDATE"
 	}
 	rows, err := q.QueryContext(ctx, m.q(query), lo, hi)
+	return scanUserCreds(rows, err)
+}
+
+// scanUserCreds reads the rows of a userCredSelect query by user id.
+func scanUserCreds(rows *sql.Rows, err error) (map[int64]*cred, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -330,20 +335,7 @@ func (m *Migrator) userCredsByID(ctx context.Context, q queryer, ids []int64) (m
 		}
 		rows, err = q.QueryContext(ctx, userCredSelect+" WHERE id IN (SELECT value FROM json_each(?))", string(append(b, ']')))
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[int64]*cred{}
-	for rows.Next() {
-		var id int64
-		c := &cred{}
-		if err := scanCred(rows, &id, nil, c); err != nil {
-			return nil, err
-		}
-		out[id] = c
-	}
-	return out, rows.Err()
+	return scanUserCreds(rows, err)
 }
 
 // writeUsers writes the seven columns of each update.
