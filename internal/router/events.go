@@ -103,14 +103,20 @@ func (r *Router) CredentialChanged(ctx context.Context, userID int64, change str
 }
 
 func (r *Router) publishEvent(userID int64, ev *mulchat.Event) {
+	if err := publishUserEvent(r.nc, r.now(), userID, ev); err != nil {
+		r.log.Warn("publish event failed", "user_id", userID, "err", err)
+	}
+}
+
+// publishUserEvent publishes ev on the user's event subject, stamped with now
+// when it has no time.
+func publishUserEvent(nc *nats.Conn, now time.Time, userID int64, ev *mulchat.Event) error {
 	if ev.At.IsZero() {
-		ev.At = r.now().UTC()
+		ev.At = now.UTC()
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
-		return
+		return err
 	}
-	if err := r.nc.Publish(mulchat.UserSubject(userID, "event"), data); err != nil {
-		r.log.Warn("publish event failed", "user_id", userID, "err", err)
-	}
+	return nc.Publish(mulchat.UserSubject(userID, "event"), data)
 }

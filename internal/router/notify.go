@@ -101,26 +101,10 @@ func (n *Notifier) CredentialChanged(ctx context.Context, userID int64, change s
 // publishEvent publishes ev on the user's event subject. A publish error
 // (only a closed connection) surfaces in the flush that follows.
 func (n *Notifier) publishEvent(userID int64, ev *mulchat.Event) {
-	if ev.At.IsZero() {
-		ev.At = n.now().UTC()
-	}
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return
-	}
-	_ = n.nc.Publish(mulchat.UserSubject(userID, "event"), data)
+	_ = publishUserEvent(n.nc, n.now(), userID, ev)
 }
 
-// flush waits until the server has processed everything published so far,
-// bounded by ctx or, without a deadline, by five seconds.
-func (n *Notifier) flush(ctx context.Context) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-	}
-	return n.nc.FlushWithContext(ctx)
-}
+func (n *Notifier) flush(ctx context.Context) error { return flushConn(ctx, n.nc) }
 
 var (
 	_ mulchat.MembershipNotifier = (*Notifier)(nil)

@@ -376,15 +376,19 @@ func (r *Router) Close() error {
 	return errors.Join(errs...)
 }
 
-// flush waits until the server has processed everything published so far,
-// bounded by ctx or, without a deadline, by five seconds.
-func (r *Router) flush(ctx context.Context) error {
+// flush waits until the server has processed everything published so far
+// (flushConn).
+func (r *Router) flush(ctx context.Context) error { return flushConn(ctx, r.nc) }
+
+// flushConn waits until the server has processed everything published on nc
+// so far, bounded by ctx or, without a deadline, by five seconds.
+func flushConn(ctx context.Context, nc *nats.Conn) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	return r.nc.FlushWithContext(ctx)
+	return nc.FlushWithContext(ctx)
 }
 
 // Healthy reports an error when this instance's delivery has stopped for
