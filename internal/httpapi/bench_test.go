@@ -20,8 +20,8 @@ import (
 //	go test -run '^$' -bench . -benchtime 3s ./internal/httpapi/
 
 func forEachDB(b *testing.B, fn func(b *testing.B, db *sqlstore.DB)) {
-	b.Run("sqlite", func(b *testing.B) { fn(b, sqltest.OpenSQLite(b)) })
-	b.Run("postgres", func(b *testing.B) { fn(b, sqltest.OpenPostgres(b)) })
+	b.Run("sqlite", func(b *testing.B) { fn(b, sqltest.ServePool(sqltest.OpenSQLite(b))) })
+	b.Run("postgres", func(b *testing.B) { fn(b, sqltest.ServePool(sqltest.OpenPostgres(b))) })
 }
 
 func noLimit(c *httpapi.Config) {

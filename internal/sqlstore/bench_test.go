@@ -13,10 +13,10 @@ import (
 )
 
 // forEachDBBench runs fn as the sub-benchmarks "sqlite" and "postgres", each
-// on a fresh migrated database.
+// on a fresh migrated database with serve's connection pool.
 func forEachDBBench(b *testing.B, fn func(b *testing.B, db *sqlstore.DB)) {
-	b.Run("sqlite", func(b *testing.B) { fn(b, sqltest.OpenSQLite(b)) })
-	b.Run("postgres", func(b *testing.B) { fn(b, sqltest.OpenPostgres(b)) })
+	b.Run("sqlite", func(b *testing.B) { fn(b, sqltest.ServePool(sqltest.OpenSQLite(b))) })
+	b.Run("postgres", func(b *testing.B) { fn(b, sqltest.ServePool(sqltest.OpenPostgres(b))) })
 }
 
 func BenchmarkCreateUser(b *testing.B) {

@@ -59,6 +59,16 @@ func openMigrated(t testing.TB, databaseURL string) *sqlstore.DB {
 	return db
 }
 
+// ServePool gives db back the connection pool `serve` runs with (as many
+// idle connections as open ones), undoing the test helpers' small idle
+// limit. Benchmarks with concurrent clients need it: with two idle
+// connections kept, every request beyond two opens a new connection (a
+// process fork on PostgreSQL) and the figure measures connection set-up.
+func ServePool(db *sqlstore.DB) *sqlstore.DB {
+	db.SQL().SetMaxIdleConns(db.SQL().Stats().MaxOpenConnections)
+	return db
+}
+
 // ForEachDB runs fn as the subtests "sqlite" and "postgres", each on its own
 // fresh migrated database. The postgres subtest skips when
 // MULCHAT_TEST_POSTGRES_URL is unset.
