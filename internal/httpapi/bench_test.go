@@ -1,7 +1,14 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -239,6 +246,103 @@ func BenchmarkPairLoginVsArgon2id(b *testing.B) {
 		}
 		reportPair(b, "login", login, "argon2id", hash)
 	})
+}
+
+// BenchmarkPairIssueVsEncodeParallel is the throughput form of
+// BenchmarkPairIssueVsEncode: rounds of issuances by 8 concurrent clients
+// (each its own user and key, over keep-alive connections) alternate with
+// rounds of the same number of raw encodes by 8 goroutines, so both use every
+// CPU and see the same machine load. The clients send a body encoded once
+// and check the answer's status and that it holds a JWT without decoding
+// it into a map, as a load generator would: what is measured is the server.
+func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
+	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
+		e := newEnvWithLogger(b, db, nil, noLimit)
+		clients := envInt("MULCHAT_BENCH_CLIENTS", 8)
+		type client struct {
+			token string
+			body  []byte
+		}
+		cs := make([]client, clients)
+		for i := range cs {
+			token, _ := e.register(b, fmt.Sprintf("user%d", i))
+			kp, _ := nkeys.CreateUser()
+			pub, _ := kp.PublicKey()
+			cs[i] = client{token, []byte(`{"public_key":"` + pub + `"}`)}
+		}
+		signer, _ := nkeys.CreateAccount()
+		account, _ := nkeys.CreateAccount()
+		accountPub, _ := account.PublicKey()
+		user, _ := nkeys.CreateUser()
+		userPub, _ := user.PublicKey()
+		hc := e.srv.Client()
+		url := e.srv.URL + "/api/v1/me/credentials"
+		var issue, raw time.Duration
+		const round = 256
+		b.ResetTimer()
+		for done := 0; done < b.N; done += round {
+			n := min(round, b.N-done)
+			issue += inParallel(b, clients, n, func(w int) error {
+				return issueLean(hc, url, cs[w].token, cs[w].body)
+			})
+			raw += inParallel(b, clients, n, func(int) error {
+				_, err := rawUserClaims(userPub, accountPub, time.Now()).Encode(signer)
+				return err
+			})
+		}
+		reportPair(b, "issue", issue, "encode", raw)
+	})
+}
+
+// inParallel runs op n times over workers goroutines (op gets the worker's
+// index) and returns the wall time.
+func inParallel(b *testing.B, workers, n int, op func(worker int) error) time.Duration {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for w := range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				if err := op(w); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(t0)
+}
+
+// issueLean is one POST /api/v1/me/credentials with a ready body; it checks
+// the status and that a JWT came back.
+func issueLean(hc *http.Client, url, token string, body []byte) error {
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusCreated || !bytes.Contains(raw, []byte(`"jwt":"eyJ`)) {
+		return fmt.Errorf("issue: %d %s", resp.StatusCode, raw)
+	}
+	return nil
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 func reportPair(b *testing.B, name string, d time.Duration, rawName string, raw time.Duration) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -235,6 +237,77 @@ func TestSetCredentialKeepsLaterExpiry(t *testing.T) {
 			mustNil(t, err)
 			if got.NATS.PublicKey != newKey || !got.NATS.ExpiresAt.Equal(short) {
 				t.Fatalf("new key: stored %q expiring %v, want %s expiring %v", got.NATS.PublicKey, got.NATS.ExpiresAt, newKey, short)
+			}
+		}
+	})
+}
+
+// TestRefreshUserNATSJWTConcurrent: refreshes racing for many users (written
+// in groups on PostgreSQL) each get their own row's outcome: written for a
+// covered key, refused for a revoked key or a disabled user, EINVALID for bad
+// text without failing the others, and every row ends up holding a JWT
+// written for it.
+func TestRefreshUserNATSJWTConcurrent(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		acc := newAccount(t, db, "chat")
+		expires := ts("2030-01-01T00:00:00Z")
+		const users = 24
+		ids := make([]int64, users)
+		for i := range ids {
+			u := newUser(t, db, fmt.Sprintf("user%d", i))
+			ids[i] = u.ID
+			mustNil(t, db.UpdateUserNATSCredential(ctx, u.ID, mulchat.NATSCredential{JWT: "old",
+				PublicKey: fmt.Sprintf("UKEY%d", i), AccountID: acc.ID, AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(expires)}))
+			switch i % 6 {
+			case 1:
+				mustNil(t, db.ExpireUserNATSCredential(ctx, u.ID, ts("2026-06-01T00:00:00Z")))
+			case 2:
+				mustNil(t, db.UpdateUserActive(ctx, u.ID, false))
+			}
+		}
+		const rounds = 5
+		var wg sync.WaitGroup
+		for r := range rounds {
+			for i, id := range ids {
+				// Two refreshes per user and round, racing each other too.
+				for dup := range 2 {
+					wg.Go(func() {
+						c := mulchat.NATSCredential{JWT: fmt.Sprintf("jwt-%d-%d-%d", i, r, dup), PublicKey: fmt.Sprintf("UKEY%d", i),
+							AccountID: acc.ID, AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(expires.Add(-time.Hour))}
+						if i%6 == 3 && dup == 1 {
+							c.JWT = "bad\x00text"
+						}
+						wrote, err := db.RefreshUserNATSJWT(ctx, id, c)
+						switch {
+						case i%6 == 3 && dup == 1:
+							if err == nil || wrote {
+								t.Errorf("user %d: bad text: wrote %v, err %v", i, wrote, err)
+							} else {
+								wantCode(t, err, mulchat.EINVALID)
+							}
+						case err != nil:
+							t.Errorf("user %d: %v", i, err)
+						case wrote != (i%6 != 1 && i%6 != 2):
+							t.Errorf("user %d (case %d): wrote %v", i, i%6, wrote)
+						}
+					})
+				}
+			}
+		}
+		wg.Wait()
+		for i, id := range ids {
+			got, err := db.GetUserNATSCredential(ctx, id)
+			mustNil(t, err)
+			if i%6 == 1 || i%6 == 2 {
+				if got.JWT != "old" {
+					t.Errorf("user %d (case %d): JWT %q written", i, i%6, got.JWT)
+				}
+				continue
+			}
+			if !strings.HasPrefix(got.JWT, fmt.Sprintf("jwt-%d-", i)) || got.PublicKey != fmt.Sprintf("UKEY%d", i) ||
+				got.ExpiresAt == nil || !got.ExpiresAt.Equal(expires) || got.ExpiredAt != nil {
+				t.Errorf("user %d: %+v", i, got)
 			}
 		}
 	})

@@ -47,7 +47,8 @@ type DB struct {
 	*queries // the Queries methods, run outside any transaction
 	sql      *sql.DB
 	dialect  string
-	stmts    *stmtCache // SQLite only; nil on PostgreSQL
+	stmts    *stmtCache    // SQLite only; nil on PostgreSQL
+	refresh  *refreshGroup // PostgreSQL's same-key refreshes, written in groups
 }
 
 var _ mulchat.Store = (*DB)(nil)
@@ -104,6 +105,7 @@ func newDB(sqlDB *sql.DB, dialect string) *DB {
 		db.stmts = newStmtCache(sqlDB)
 	}
 	db.queries = &queries{x: db.execer(nil), dialect: dialect, db: db}
+	db.refresh = &refreshGroup{q: db.queries}
 	return db
 }
 

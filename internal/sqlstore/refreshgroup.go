@@ -1,0 +1,188 @@
+package sqlstore
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/mulchat/mulchat"
+)
+
+// refreshGroupMax bounds the refreshes one statement writes.
+const refreshGroupMax = 64
+
+// refreshGroupTimeout bounds a group's statement, which runs on behalf of
+// several requests and so not under any one request's context.
+const refreshGroupTimeout = 10 * time.Second
+
+// refreshGroup writes concurrent same-key JWT refreshes on PostgreSQL
+// (RefreshUserNATSJWT outside a transaction) as one statement: a group
+// commit. A refresh that finds no statement running runs alone at once, so a
+// lone client waits for nothing; refreshes that arrive while one runs queue
+// and are written together by the next statement, led by the first of them.
+// Each caller still returns only once its own row's outcome is known, with
+// the same condition checked per row as the single statement checks; what is
+// saved is a round trip, a statement and a commit per refresh, which cost
+// more than the signature on PostgreSQL.
+type refreshGroup struct {
+	q *queries
+
+	mu      sync.Mutex
+	running bool
+	queue   []*refreshCall
+}
+
+type refreshCall struct {
+	userID int64
+	c      mulchat.NATSCredential
+	done   chan refreshResult
+}
+
+// refreshResult is a call's outcome, or, with lead set, the batch the call
+// must now write itself (it was first in the queue when a statement ended).
+type refreshResult struct {
+	ok    bool
+	err   error
+	lead  bool
+	batch []*refreshCall
+}
+
+// do writes one refresh (c.ExpiresAt set) with whichever statement is next.
+// Bad text is refused here, before the call can share a statement.
+func (g *refreshGroup) do(ctx context.Context, userID int64, c mulchat.NATSCredential) (bool, error) {
+	for _, s := range []string{c.JWT, c.SeedHash, c.PublicKey, c.AccountPublicKey} {
+		if !validText(s) {
+			return false, errBadText()
+		}
+	}
+	if _, err := TimeValue(DialectPostgres, *c.ExpiresAt); err != nil {
+		return false, err
+	}
+	call := &refreshCall{userID: userID, c: c}
+	g.mu.Lock()
+	if !g.running {
+		g.running = true
+		g.mu.Unlock()
+		return g.lead(ctx, call, []*refreshCall{call})
+	}
+	call.done = make(chan refreshResult, 1)
+	g.queue = append(g.queue, call)
+	g.mu.Unlock()
+	// The wait is for at most the statement running now; a caller does
+	// not leave it early, as the next statement may already hold its row.
+	res := <-call.done
+	if res.lead {
+		return g.lead(ctx, call, res.batch)
+	}
+	return res.ok, res.err
+}
+
+// lead writes batch (which holds self), hands the queue to its first call and
+// returns self's outcome.
+func (g *refreshGroup) lead(ctx context.Context, self *refreshCall, batch []*refreshCall) (bool, error) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshGroupTimeout)
+	written, err := g.q.refreshBatch(wctx, batch)
+	cancel()
+
+	g.mu.Lock()
+	next := g.take()
+	if len(next) == 0 {
+		g.running = false
+	}
+	g.mu.Unlock()
+	if len(next) > 0 {
+		next[0].done <- refreshResult{lead: true, batch: next}
+	}
+	var selfOK bool
+	for _, call := range batch {
+		ok := written[call.userID]
+		if call == self {
+			selfOK = ok
+			continue
+		}
+		call.done <- refreshResult{ok: ok, err: err}
+	}
+	return selfOK, err
+}
+
+// take removes the next batch from the queue: up to refreshGroupMax calls for
+// distinct users (a second refresh of a user waits for the next statement, as
+// one UPDATE cannot write a row twice). Callers hold g.mu.
+func (g *refreshGroup) take() []*refreshCall {
+	if len(g.queue) == 0 {
+		return nil
+	}
+	batch := make([]*refreshCall, 0, min(len(g.queue), refreshGroupMax))
+	seen := make(map[int64]bool, cap(batch))
+	rest := g.queue[:0]
+	for _, call := range g.queue {
+		if len(batch) < refreshGroupMax && !seen[call.userID] {
+			seen[call.userID] = true
+			batch = append(batch, call)
+			continue
+		}
+		rest = append(rest, call)
+	}
+	clear(g.queue[len(rest):])
+	g.queue = rest
+	return batch
+}
+
+// refreshBatch is RefreshUserNATSJWT's statement for several users at once
+// (distinct ids, text checked by do), on PostgreSQL: the rows to write come in as arrays, each
+// row is written under the single statement's condition, and the ids written
+// come back. Like the single statement it does not wait for the WAL flush.
+func (q *queries) refreshBatch(ctx context.Context, batch []*refreshCall) (map[int64]bool, error) {
+	n := len(batch)
+	var (
+		ids      = make([]int64, 0, n)
+		jwts     = make([]string, 0, n)
+		seeds    = make([]*string, 0, n)
+		pubs     = make([]string, 0, n)
+		accounts = make([]int64, 0, n)
+		accPubs  = make([]*string, 0, n)
+		expires  = make([]time.Time, 0, n)
+	)
+	for _, call := range batch {
+		c := call.c
+		ids = append(ids, call.userID)
+		jwts = append(jwts, c.JWT)
+		seeds = append(seeds, optString(c.SeedHash))
+		pubs = append(pubs, c.PublicKey)
+		accounts = append(accounts, c.AccountID)
+		accPubs = append(accPubs, optString(c.AccountPublicKey))
+		expires = append(expires, normTime(*c.ExpiresAt))
+	}
+	rows, err := q.x.QueryContext(ctx, `UPDATE users AS u
+		SET nats_jwt = v.jwt, nats_seed_hash = v.seed_hash, nats_account_public_key = v.account_public_key
+		FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::timestamptz[])
+			AS v(id, jwt, seed_hash, public_key, account_id, account_public_key, expires_at)
+		WHERE u.id = v.id AND u.is_active AND u.nats_public_key = v.public_key AND u.nats_expired_at IS NULL
+			AND u.nats_account_id = v.account_id AND u.nats_expires_at >= v.expires_at
+			AND set_config('synchronous_commit', 'off', true) = 'off'
+		RETURNING u.id`, ids, jwts, seeds, pubs, accounts, accPubs, expires)
+	if err != nil {
+		return nil, q.translate(ctx, err, errMsgs{})
+	}
+	defer rows.Close()
+	written := make(map[int64]bool, n)
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, q.translate(ctx, err, errMsgs{})
+		}
+		written[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, q.translate(ctx, err, errMsgs{})
+	}
+	return written, nil
+}
+
+// optString maps "" to NULL for an array element.
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
