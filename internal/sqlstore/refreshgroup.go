@@ -129,21 +129,16 @@ func (g *refreshGroup) take() []*refreshCall {
 }
 
 // refreshBatch is RefreshUserNATSJWT's statement for several users at once
-// (distinct ids, text checked by do), on PostgreSQL: the rows to write come in as arrays, each
-// row is written under the single statement's condition, and the ids written
-// come back. Like the single statement it does not wait for the WAL flush.
+// (distinct ids, text checked by do), on PostgreSQL: the rows come in as
+// arrays, each row is written under the single statement's condition, and
+// the ids written come back. Like the single statement, its commit does not
+// wait for the WAL flush.
 func (q *queries) refreshBatch(ctx context.Context, batch []*refreshCall) (map[int64]bool, error) {
 	n := len(batch)
 	if n == 1 {
-		// Alone, the plain statement is cheaper than unnesting arrays.
-		call := batch[0]
-		c := call.c
-		wrote, err := q.exec(ctx, errMsgs{}, `UPDATE users SET nats_jwt = $2, nats_seed_hash = $3, nats_account_public_key = $6
-			WHERE id = $1 AND is_active AND nats_public_key = $4 AND nats_expired_at IS NULL
-				AND nats_account_id = $5 AND nats_expires_at >= $7
-				AND set_config('synchronous_commit', 'off', true) = 'off'`,
-			call.userID, c.JWT, nullString(c.SeedHash), c.PublicKey, c.AccountID, nullString(c.AccountPublicKey), *c.ExpiresAt)
-		return map[int64]bool{call.userID: wrote > 0}, err
+		// Alone, the plain statement is cheaper than a join.
+		wrote, err := q.refreshOne(ctx, batch[0].userID, batch[0].c)
+		return map[int64]bool{batch[0].userID: wrote}, err
 	}
 	var (
 		ids      = make([]int64, 0, n)
