@@ -9,6 +9,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -116,35 +117,66 @@ func newBenchRouter(b *testing.B, st *rttest.Stack) *Router {
 
 // routerRig is rooms × members users, every member subscribed to its
 // deliveries, and members[0] of each room sending.
+//
+// Every delivery is checked: each member must receive each message of its
+// room exactly once and in stream order (a seq not above the member's last
+// one fails the benchmark), and run waits until every member has every
+// message sent so far.
 type routerRig struct {
 	b       *testing.B
 	rooms   []*benchRoom
 	members int
-	// lats holds one latency slice per subscription: a subscription's
-	// callbacks run one at a time, so recording needs no shared lock
-	// (1,000 receivers contending for one lock would cost the machine
-	// more than the router's work).
-	lats      [][]time.Duration
+	// state holds one entry per member (room-major), touched only by the
+	// goroutine that handles that member's deliveries.
+	state     []memberState
+	sent      []int64 // messages sent per room so far (run's goroutine)
 	delivered atomic.Int64
 	want      atomic.Int64
 	done      chan struct{}
 }
 
+// memberState is what one member has received.
+type memberState struct {
+	last  uint64 // highest seq received
+	count int64  // deliveries received
+	bad   int64  // deliveries with a seq not above last (repeats, disorder)
+	// lats are the send→delivery latencies recorded: a slice per member,
+	// since 1,000 receivers contending for one lock would cost the machine
+	// more than the router's work.
+	lats []time.Duration
+}
+
+// receive records one delivery to member i.
+func (g *routerRig) receive(i int, data []byte) {
+	st := &g.state[i]
+	now := time.Now().UnixNano()
+	if seq, ok := deliverySeq(data); ok && seq > st.last {
+		st.last = seq
+	} else {
+		st.bad++
+	}
+	st.count++
+	if sent, ok := sentTime(data); ok {
+		st.lats = append(st.lats, time.Duration(now-sent))
+	}
+	if g.delivered.Add(1) == g.want.Load() {
+		g.done <- struct{}{}
+	}
+}
+
 func newRouterRig(b *testing.B, st *rttest.Stack, rooms, members int) *routerRig {
 	b.Helper()
 	g := &routerRig{b: b, rooms: setupRooms(b, st, rooms, members), members: members, done: make(chan struct{}, 1)}
-	g.lats = make([][]time.Duration, rooms*members)
+	g.state = make([]memberState, rooms*members)
+	g.sent = make([]int64, rooms)
 	for ri, br := range g.rooms {
 		for i, c := range br.conns {
-			lat := &g.lats[ri*members+i]
-			_, err := c.Subscribe(mulchat.UserSubject(br.members[i].ID, "msg"), func(m *nats.Msg) {
-				if sent, ok := sentTime(m.Data); ok {
-					*lat = append(*lat, time.Duration(time.Now().UnixNano()-sent))
-				}
-				if g.delivered.Add(1) == g.want.Load() {
-					g.done <- struct{}{}
-				}
-			})
+			subject := mulchat.UserSubject(br.members[i].ID, "msg")
+			k := ri*members + i
+			// A handler per subscription, as a client would have. (One
+			// channel shared by every subscription and read by one
+			// goroutine cost the same per delivery within the noise.)
+			_, err := c.Subscribe(subject, func(m *nats.Msg) { g.receive(k, m.Data) })
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -154,8 +186,8 @@ func newRouterRig(b *testing.B, st *rttest.Stack, rooms, members int) *routerRig
 	return g
 }
 
-// run sends n messages, split over the rooms' senders, and waits until
-// every member has every message.
+// run sends n messages, split over the rooms' senders, waits until every
+// member has every message, and checks what each member received.
 func (g *routerRig) run(n int) time.Duration {
 	b := g.b
 	rooms := len(g.rooms)
@@ -168,6 +200,7 @@ func (g *routerRig) run(n int) time.Duration {
 		if i < n%rooms {
 			k++
 		}
+		g.sent[i] += int64(k)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -185,15 +218,24 @@ func (g *routerRig) run(n int) time.Duration {
 			b.Fatalf("delivered %d of %d", g.delivered.Load(), g.want.Load())
 		}
 	}
-	return time.Since(start)
+	elapsed := time.Since(start)
+	// Every delivery is counted by now (done fired on the last one), and
+	// the goroutines that counted them wrote their state before that.
+	for i := range g.state {
+		st := &g.state[i]
+		if want := g.sent[i/g.members]; st.count != want || st.bad != 0 {
+			b.Fatalf("member %d of room %d: %d deliveries (want %d), %d repeated or out of order",
+				i%g.members, i/g.members, st.count, want, st.bad)
+		}
+	}
+	return elapsed
 }
 
-// report reports the latencies recorded (after every subscription's last
-// callback: run has seen every delivery counted).
+// report reports the latencies recorded.
 func (g *routerRig) report() {
 	var all latencies
-	for _, l := range g.lats {
-		all.d = append(all.d, l...)
+	for i := range g.state {
+		all.d = append(all.d, g.state[i].lats...)
 	}
 	all.report(g.b)
 }
@@ -235,16 +277,19 @@ func BenchmarkRouterVsRawAsync(b *testing.B) {
 			n := max(b.N/rounds, 1)
 			var raw, routed, pct []float64
 			var rawCPU, routerCPU time.Duration
+			var rawIO, routerIO ioCount
 			b.ResetTimer()
 			stopProfile := profileTimed(b)
 			for range rounds {
-				c0 := processCPU()
+				c0, io0 := processCPU(), processIO()
 				rawRate := float64(n) / rawAsync(b, js, n).Seconds()
-				c1 := processCPU()
+				c1, io1 := processCPU(), processIO()
 				routerRate := float64(n) / g.run(n).Seconds()
-				c2 := processCPU()
+				c2, io2 := processCPU(), processIO()
 				rawCPU += c1 - c0
 				routerCPU += c2 - c1
+				rawIO = rawIO.add(io1.sub(io0))
+				routerIO = routerIO.add(io2.sub(io1))
 				raw, routed = append(raw, rawRate), append(routed, routerRate)
 				pct = append(pct, 100*routerRate/rawRate)
 			}
@@ -259,6 +304,15 @@ func BenchmarkRouterVsRawAsync(b *testing.B) {
 			// machine it got.
 			b.ReportMetric(float64(routerCPU.Microseconds())/float64(n*rounds), "cpu-µs/msg")
 			b.ReportMetric(float64(rawCPU.Microseconds())/float64(n*rounds), "raw-cpu-µs/msg")
+			// Read and write system calls of the whole process per message
+			// (Linux only; reads that found nothing and the store's file
+			// writes count too): much of the CPU of a fan-out to many
+			// connections is in them.
+			if routerIO != (ioCount{}) {
+				b.ReportMetric(float64(routerIO.reads)/float64(n*rounds), "reads/msg")
+				b.ReportMetric(float64(routerIO.writes)/float64(n*rounds), "writes/msg")
+				b.ReportMetric(float64(rawIO.reads+rawIO.writes)/float64(n*rounds), "raw-syscalls/msg")
+			}
 			g.report()
 		})
 	}
@@ -271,6 +325,36 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// ioCount is the process's read and write system calls (/proc/self/io).
+type ioCount struct{ reads, writes int64 }
+
+func (a ioCount) add(b ioCount) ioCount { return ioCount{a.reads + b.reads, a.writes + b.writes} }
+func (a ioCount) sub(b ioCount) ioCount { return ioCount{a.reads - b.reads, a.writes - b.writes} }
+
+// processIO reads the process's system call counts; zero where
+// /proc/self/io does not exist.
+func processIO() ioCount {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return ioCount{}
+	}
+	var c ioCount
+	for line := range strings.SplitSeq(string(data), "\n") {
+		name, value, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		v, _ := strconv.ParseInt(value, 10, 64)
+		switch name {
+		case "syscr":
+			c.reads = v
+		case "syscw":
+			c.writes = v
+		}
+	}
+	return c
 }
 
 func median(v []float64) float64 {
@@ -325,6 +409,22 @@ func profileTimed(b *testing.B) func() {
 		runtime.SetBlockProfileRate(0)
 		runtime.SetMutexProfileFraction(0)
 	}
+}
+
+// deliverySeq reads a delivery's seq (the router writes it right after
+// room_id), scanning like sentTime.
+func deliverySeq(data []byte) (uint64, bool) {
+	i := bytes.Index(data, []byte(`"seq":`))
+	if i < 0 {
+		return 0, false
+	}
+	rest := data[i+6:]
+	j := 0
+	for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+		j++
+	}
+	n, err := strconv.ParseUint(string(rest[:j]), 10, 64)
+	return n, err == nil
 }
 
 // sentTime reads the send time the benchmark put in a delivery's text. It
