@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -106,6 +107,7 @@ func benchOnce(b *testing.B, dialect string, n, batch int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	stopProfile := startProfile(b, dialect)
 	runProbe := startProbe(ctx, st, n)
 	t1 := time.Now()
 	rep, err := m.Run(ctx)
@@ -119,6 +121,7 @@ func benchOnce(b *testing.B, dialect string, n, batch int) {
 	sess, err := m.DropSessionCredentialColumn(ctx)
 	dropDur := time.Since(t2)
 	dropWait := dropProbe.stop()
+	stopProfile()
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -135,6 +138,27 @@ func benchOnce(b *testing.B, dialect string, n, batch int) {
 		total.Seconds()/singleDur.Seconds(), runDur.Round(time.Millisecond), runDur.Seconds()/singleDur.Seconds(), rep.Timings, dropDur.Round(time.Millisecond))
 	b.Logf("application writer: during the run %d writes, longest wait %v, %d failed %v; during the removal %d writes, longest wait %v, %d failed %v",
 		runWait.n, runWait.max.Round(time.Millisecond), runWait.failures, runWait.first, dropWait.n, dropWait.max.Round(time.Millisecond), dropWait.failures, dropWait.first)
+}
+
+// startProfile writes a CPU profile of the toolkit's run (not of the
+// generation or the single statement) to
+// $MULCHAT_BENCH_CPUPROFILE-<dialect>.prof when that variable is set.
+func startProfile(b *testing.B, dialect string) (stop func()) {
+	prefix := os.Getenv("MULCHAT_BENCH_CPUPROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	f, err := os.Create(prefix + "-" + dialect + ".prof")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // probe is an application writer: it updates a random user every 5 ms and
