@@ -107,6 +107,8 @@ type deliveryWorker struct {
 	d  *deliverer
 	nc *nats.Conn
 	in chan deliveryJob
+	// buf holds the delivery being published (fanout).
+	buf []byte
 	// stopped: a delivery or flush gave up (dead or closing). The worker
 	// then delivers nothing more, so that no later message of a room
 	// overtakes one left unacknowledged for the next deliverer.
@@ -549,8 +551,10 @@ func (w *deliveryWorker) fanout(job deliveryJob) error {
 		r.cache.invalidateRoomMembers(job.roomID)
 		return nil
 	}
-	out := withSeq(job.data, job.roomID, job.slot.seq)
-	if out == nil {
+	// Publish copies the payload, so the worker's buffer is reused.
+	out, ok := appendWithSeq(w.buf[:0], job.data, job.roomID, job.slot.seq)
+	w.buf = out
+	if !ok {
 		r.log.Warn("skipping undecodable stored message", "seq", job.slot.seq)
 		return nil
 	}
@@ -570,29 +574,46 @@ func (w *deliveryWorker) fanout(job deliveryJob) error {
 	return nil
 }
 
-// withSeq returns the delivery form of a stored message: the stored JSON
-// with its seq. The router stores messages with "seq":0 right after room_id
-// (json.Marshal of mulchat.Message), so the common case is a splice; anything
-// else is decoded and encoded again. nil means undecodable.
+// withSeq returns the delivery form of a stored message (appendWithSeq);
+// nil means undecodable.
 func withSeq(data []byte, roomID int64, seq uint64) []byte {
-	prefix := []byte(`{"room_id":` + strconv.FormatInt(roomID, 10) + `,"seq":0,`)
-	if bytes.HasPrefix(data, prefix) {
-		out := make([]byte, 0, len(data)+20)
-		out = append(out, prefix[:len(prefix)-2]...)
-		out = strconv.AppendUint(out, seq, 10)
-		out = append(out, ',')
-		return append(out, data[len(prefix):]...)
-	}
-	var msg mulchat.Message
-	if err := json.Unmarshal(data, &msg); err != nil {
-		return nil
-	}
-	msg.Seq, msg.RoomID = seq, roomID
-	out, err := json.Marshal(&msg)
-	if err != nil {
+	out, ok := appendWithSeq(nil, data, roomID, seq)
+	if !ok {
 		return nil
 	}
 	return out
+}
+
+// appendWithSeq appends the delivery form of a stored message to dst: the
+// stored JSON with its seq. The router stores messages with "seq":0 right
+// after room_id (encodeMessage), so the common case is a splice; anything
+// else is decoded and encoded again. false means undecodable.
+func appendWithSeq(dst, data []byte, roomID int64, seq uint64) ([]byte, bool) {
+	const head = `{"room_id":`
+	var num [20]byte
+	id := strconv.AppendInt(num[:0], roomID, 10)
+	if rest, ok := bytes.CutPrefix(data, []byte(head)); ok {
+		if rest, ok = bytes.CutPrefix(rest, id); ok {
+			if rest, ok = bytes.CutPrefix(rest, []byte(`,"seq":0,`)); ok {
+				dst = append(dst, head...)
+				dst = append(dst, id...)
+				dst = append(dst, `,"seq":`...)
+				dst = strconv.AppendUint(dst, seq, 10)
+				dst = append(dst, ',')
+				return append(dst, rest...), true
+			}
+		}
+	}
+	var msg mulchat.Message
+	if err := json.Unmarshal(data, &msg); err != nil {
+		return dst, false
+	}
+	msg.Seq, msg.RoomID = seq, roomID
+	out, err := encodeMessage(&msg)
+	if err != nil {
+		return dst, false
+	}
+	return append(dst, out...), true
 }
 
 // storedMessage reads one message of the stream by sequence.

@@ -7,11 +7,14 @@ import (
 )
 
 type metrics struct {
-	sends       *prometheus.CounterVec
-	sendLatency prometheus.Histogram
-	delivered   prometheus.Counter
-	deliveries  prometheus.Counter
-	history     prometheus.Counter
+	sends *prometheus.CounterVec
+	// sendsOK and sendsDuplicate are sends' two usual results, looked up
+	// once instead of per send.
+	sendsOK, sendsDuplicate prometheus.Counter
+	sendLatency             prometheus.Histogram
+	delivered               prometheus.Counter
+	deliveries              prometheus.Counter
+	history                 prometheus.Counter
 	// dropped counts requests left unanswered on purpose: a reply subject
 	// that is not the requester's own inbox, or a subject that names no user.
 	dropped *prometheus.CounterVec
@@ -46,6 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 	}
 	if reg == nil {
+		m.cacheLabels()
 		return m, nil
 	}
 	// A second instance in the same process (tests, several routers on one
@@ -68,5 +72,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if err := prom.Register(reg, &m.dropped); err != nil {
 		return nil, err
 	}
+	m.cacheLabels()
 	return m, nil
+}
+
+// cacheLabels looks up the frequent label values of the (registered)
+// vectors.
+func (m *metrics) cacheLabels() {
+	m.sendsOK = m.sends.WithLabelValues("ok")
+	m.sendsDuplicate = m.sends.WithLabelValues("duplicate")
 }

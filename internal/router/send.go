@@ -183,7 +183,7 @@ func (r *Router) prepareAndPublish(ctx context.Context, req *sendReq) (*pendingS
 		SentAt:      sentAt,
 		ClientMsgID: body.ClientMsgID,
 	}
-	data, err := json.Marshal(&m)
+	data, err := encodeMessage(&m)
 	if err != nil {
 		return nil, mulchat.WrapError(mulchat.EINTERNAL, err, "encode message")
 	}
@@ -193,7 +193,7 @@ func (r *Router) prepareAndPublish(ctx context.Context, req *sendReq) (*pendingS
 	// rather than failing the send after nats.go's default 200 ms. No
 	// Nats-Expected-Stream header: chat.room.> belongs to CHAT by the stream's
 	// own subjects, and the header costs a parse per message on both sides.
-	opts := []jetstream.PublishOpt{jetstream.WithStallWait(5 * time.Second)}
+	opts := []jetstream.PublishOpt{stallWait}
 	if body.ClientMsgID != "" {
 		// The user id scopes the id, so users cannot collide with each other.
 		opts = append(opts, jetstream.WithMsgID(strconv.FormatInt(req.userID, 10)+":"+body.ClientMsgID))
@@ -205,6 +205,9 @@ func (r *Router) prepareAndPublish(ctx context.Context, req *sendReq) (*pendingS
 	return &pendingSend{reply: req.msg.Reply, future: fut, sentAt: sentAt}, nil
 }
 
+// stallWait is the store's backpressure (see prepareAndPublish).
+var stallWait = jetstream.WithStallWait(5 * time.Second)
+
 // decodeSend parses and validates a send payload.
 func decodeSend(data []byte) (*mulchat.SendRequest, error) {
 	if len(data) == 0 {
@@ -214,7 +217,7 @@ func decodeSend(data []byte) (*mulchat.SendRequest, error) {
 		return nil, mulchat.Errorf(mulchat.EINVALID, "request must be valid UTF-8")
 	}
 	var body mulchat.SendRequest
-	if err := json.Unmarshal(data, &body); err != nil {
+	if err := decodeSendJSON(data, &body); err != nil {
 		return nil, mulchat.Errorf(mulchat.EINVALID, "request must be a JSON object with \"text\"")
 	}
 	if err := ValidateText(body.Text); err != nil {
@@ -261,9 +264,9 @@ func (r *Router) replier(pending <-chan *pendingSend) {
 				if orig, err := r.storedMessage(context.Background(), ack.Sequence); err == nil {
 					sentAt = orig.SentAt
 				}
-				r.m.sends.WithLabelValues("duplicate").Inc()
+				r.m.sendsDuplicate.Inc()
 			} else {
-				r.m.sends.WithLabelValues("ok").Inc()
+				r.m.sendsOK.Inc()
 			}
 			r.m.sendLatency.Observe(r.now().Sub(p.start).Seconds())
 			r.reply(p.reply, &mulchat.SendReply{Seq: ack.Sequence, SentAt: &sentAt})
@@ -279,7 +282,13 @@ func (r *Router) reply(subject string, v any) {
 	if subject == "" {
 		return
 	}
-	data, err := json.Marshal(v)
+	var data []byte
+	var err error
+	if rep, ok := v.(*mulchat.SendReply); ok {
+		data, err = encodeSendReply(rep)
+	} else {
+		data, err = json.Marshal(v)
+	}
 	if err != nil {
 		r.log.Error("encode reply", "err", err)
 		return
