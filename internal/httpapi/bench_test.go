@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/httpapi"
 	"github.com/mulchat/mulchat/internal/password"
 	"github.com/mulchat/mulchat/internal/sqlstore"
@@ -250,9 +252,11 @@ func BenchmarkPairLoginVsArgon2id(b *testing.B) {
 
 // BenchmarkPairIssueVsEncodeParallel is the throughput form of
 // BenchmarkPairIssueVsEncode: rounds of issuances by 8 concurrent clients
-// (each its own user and key, over keep-alive connections) alternate with
-// rounds of the same number of raw encodes by 8 goroutines, so both use every
-// CPU and see the same machine load. The clients send a body encoded once
+// (MULCHAT_BENCH_CLIENTS; each its own user and key, over keep-alive
+// connections) alternate with rounds of the same number of raw encodes by 8
+// goroutines, so both use every CPU and see the same machine load, and with
+// rounds of the refresh's database statement alone (write/s, the single-SQL-
+// statement baseline). The clients send a body encoded once
 // and check the answer's status and that it holds a JWT without decoding
 // it into a map, as a load generator would: what is measured is the server.
 func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
@@ -260,24 +264,35 @@ func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
 		e := newEnvWithLogger(b, db, nil, noLimit)
 		clients := envInt("MULCHAT_BENCH_CLIENTS", 8)
 		type client struct {
+			id    int64
 			token string
 			body  []byte
+			cred  mulchat.NATSCredential // as stored by the first issuance
 		}
+		hc := e.srv.Client()
+		url := e.srv.URL + "/api/v1/me/credentials"
+		ctx := context.Background()
 		cs := make([]client, clients)
 		for i := range cs {
-			token, _ := e.register(b, fmt.Sprintf("user%d", i))
+			token, id := e.register(b, fmt.Sprintf("user%d", i))
 			kp, _ := nkeys.CreateUser()
 			pub, _ := kp.PublicKey()
-			cs[i] = client{token, []byte(`{"public_key":"` + pub + `"}`)}
+			cs[i] = client{id: id, token: token, body: []byte(`{"public_key":"` + pub + `"}`)}
+			if err := issueLean(hc, url, token, cs[i].body); err != nil {
+				b.Fatal(err)
+			}
+			cred, err := db.GetUserNATSCredential(ctx, id)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cs[i].cred = cred
 		}
 		signer, _ := nkeys.CreateAccount()
 		account, _ := nkeys.CreateAccount()
 		accountPub, _ := account.PublicKey()
 		user, _ := nkeys.CreateUser()
 		userPub, _ := user.PublicKey()
-		hc := e.srv.Client()
-		url := e.srv.URL + "/api/v1/me/credentials"
-		var issue, raw time.Duration
+		var issue, raw, write time.Duration
 		const round = 256
 		b.ResetTimer()
 		for done := 0; done < b.N; done += round {
@@ -289,8 +304,17 @@ func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
 				_, err := rawUserClaims(userPub, accountPub, time.Now()).Encode(signer)
 				return err
 			})
+			write += inParallel(b, clients, n, func(w int) error {
+				if ok, err := db.RefreshUserNATSJWT(ctx, cs[w].id, cs[w].cred); err != nil || !ok {
+					return fmt.Errorf("refresh write: %v %v", ok, err)
+				}
+				return nil
+			})
 		}
 		reportPair(b, "issue", issue, "encode", raw)
+		// The database's part alone: the statement a covered refresh runs,
+		// from the same number of goroutines.
+		b.ReportMetric(float64(b.N)/write.Seconds(), "write/s")
 	})
 }
 
