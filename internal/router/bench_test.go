@@ -84,8 +84,12 @@ func setupRooms(b *testing.B, st *rttest.Stack, rooms, members int) []*benchRoom
 			br.members = append(br.members, st.NewUser(b, fmt.Sprintf("u%d-%d", r, m), 0))
 		}
 		br.room = st.NewRoom(b, fmt.Sprintf("room-%d", r), br.members[0], br.members[1:]...)
-		for _, u := range br.members {
-			br.conns = append(br.conns, st.Connect(b, u))
+		for i, u := range br.members {
+			role := "member"
+			if i == 0 {
+				role = "sender"
+			}
+			withRole(role, func() { br.conns = append(br.conns, st.Connect(b, u)) })
 		}
 		out[r] = br
 	}
@@ -93,8 +97,23 @@ func setupRooms(b *testing.B, st *rttest.Stack, rooms, members int) []*benchRoom
 }
 
 // newBenchRouter starts a router for the benchmarks on st.
-func newBenchRouter(b *testing.B, st *rttest.Stack) *Router {
+func newBenchRouter(b *testing.B, st *rttest.Stack) (r *Router) {
 	b.Helper()
+	withRole("router", func() { r = startBenchRouter(b, st) })
+	return r
+}
+
+// withRole runs f with the pprof label role=role, which the goroutines f
+// starts inherit (a connection's reader and flusher, a subscription's
+// handler goroutine, the router's workers): a CPU profile of a benchmark
+// then splits by role with -tagfocus, e.g. role=member for the members'
+// clients, which a real deployment would not run on the server's machine.
+// The server's goroutines (and the raw baseline's) carry no label.
+func withRole(role string, f func()) {
+	pprof.Do(context.Background(), pprof.Labels("role", role), func(context.Context) { f() })
+}
+
+func startBenchRouter(b *testing.B, st *rttest.Stack) *Router {
 	cfg := Config{Store: st.Store, Conn: st.ServiceConn(b, "router", false), RateLimit: -1}
 	// MULCHAT_BENCH_WORKERS / MULCHAT_BENCH_CONNS override the delivery
 	// defaults, to compare settings.
@@ -176,7 +195,10 @@ func newRouterRig(b *testing.B, st *rttest.Stack, rooms, members int) *routerRig
 			// A handler per subscription, as a client would have. (One
 			// channel shared by every subscription and read by one
 			// goroutine cost the same per delivery within the noise.)
-			_, err := c.Subscribe(subject, func(m *nats.Msg) { g.receive(k, m.Data) })
+			var err error
+			withRole("member", func() {
+				_, err = c.Subscribe(subject, func(m *nats.Msg) { g.receive(k, m.Data) })
+			})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -202,13 +224,13 @@ func (g *routerRig) run(n int) time.Duration {
 		}
 		g.sent[i] += int64(k)
 		wg.Add(1)
-		go func() {
+		go pprof.Do(context.Background(), pprof.Labels("role", "sender"), func(context.Context) {
 			defer wg.Done()
 			if err := sendWindowed(br.conns[0], br.room.ID, br.members[0].ID, k, max(8, window/rooms)); err != nil {
 				failed.Add(1)
 				b.Error(err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if failed.Load() == 0 {
