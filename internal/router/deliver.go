@@ -452,8 +452,12 @@ func (w *deliveryWorker) run() {
 // published on its own connection (a PING/PONG round trip, once per batch).
 // The acks go out on the router's connection, so without it an ack could
 // reach the server before the deliveries it stands for, and a crash in
-// between would lose them. It retries until it succeeds; false means this
-// instance is going away and the batch stays unacknowledged.
+// between would lose them. (Acks sent on this connection would be ordered
+// after the deliveries only within one socket: across a reconnect nats.go
+// sends them from its reconnect buffer while deliveries written to the old
+// socket may be lost; docs/realtime.md, Delivery performance.) It retries
+// until it succeeds; false means this instance is going away and the batch
+// stays unacknowledged.
 func (w *deliveryWorker) flush() bool {
 	return w.d.retry(func() error { return w.nc.FlushTimeout(5 * time.Second) },
 		"delivery connection flush failed; retrying")
