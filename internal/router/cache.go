@@ -142,6 +142,20 @@ func (c *cache) roomSubjects(ctx context.Context, roomID int64) ([]string, error
 	return e.subjects, err
 }
 
+// cachedRoomSubjects returns roomID's delivery subjects if they are cached
+// and fresh, without reading anything (the fan-out's common case, which
+// then needs no context with a deadline).
+func (c *cache) cachedRoomSubjects(roomID int64) ([]string, bool) {
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.rooms[roomID]
+	c.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.subjects, true
+	}
+	return nil, false
+}
+
 func (c *cache) room(ctx context.Context, roomID int64) (roomEntry, error) {
 	now := c.now()
 	c.mu.Lock()

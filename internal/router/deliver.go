@@ -562,11 +562,15 @@ func (w *deliveryWorker) fanout(job deliveryJob) error {
 		r.log.Warn("skipping undecodable stored message", "seq", job.slot.seq)
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	subjects, err := r.cache.roomSubjects(ctx, job.roomID)
-	cancel()
-	if err != nil {
-		return err
+	subjects, ok := r.cache.cachedRoomSubjects(job.roomID)
+	if !ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var err error
+		subjects, err = r.cache.roomSubjects(ctx, job.roomID)
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 	for _, subj := range subjects {
 		if err := w.nc.Publish(subj, out); err != nil {
