@@ -3,6 +3,7 @@ package credmigrate
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -28,6 +29,9 @@ type PassStats struct {
 	DigestUsers  int64            `json:"digest_users"`
 
 	src, dst digest256
+	// seeds are the raw seeds the pass's batches scrubbed in the legacy
+	// table (Run reports them with the other scrubs).
+	seeds SeedScrub
 }
 
 // Mismatch is one user whose users.nats_* columns do not match the legacy
@@ -78,6 +82,7 @@ func (s *PassStats) merge(b *PassStats) {
 	s.DigestUsers += b.DigestUsers
 	s.src.add(b.src)
 	s.dst.add(b.dst)
+	s.seeds.merge(&b.seeds)
 }
 
 const legacySelect = "SELECT id, user_id, jwt, seed_hash, public_key, account_id, account_public_key, expires_at, expired_at FROM " + LegacyTable
@@ -124,14 +129,26 @@ func queryIDs(ctx context.Context, q queryer, query string, args ...any) ([]int6
 
 // legacyRows reads the legacy rows of user ids in (lo, hi], grouped by user.
 func (m *Migrator) legacyRows(ctx context.Context, q queryer, lo, hi int64) (map[int64][]*legacyRow, error) {
-	query := legacySelect + " WHERE user_id > ? AND user_id <= ?"
+	return m.legacyRowsWhere(ctx, q, m.q("user_id > ? AND user_id <= ?"), lo, hi)
+}
+
+// legacyRowsOf reads the legacy rows of the given user ids, grouped by user.
+func (m *Migrator) legacyRowsOf(ctx context.Context, q queryer, ids []int64) (map[int64][]*legacyRow, error) {
+	if m.dialect == Postgres {
+		return m.legacyRowsWhere(ctx, q, "user_id = ANY($1::bigint[])", ids)
+	}
+	return m.legacyRowsWhere(ctx, q, "user_id IN (SELECT value FROM json_each(?))", idsJSON(ids))
+}
+
+func (m *Migrator) legacyRowsWhere(ctx context.Context, q queryer, where string, args ...any) (map[int64][]*legacyRow, error) {
+	query := legacySelect + " WHERE " + where
 	pg := m.dialect == Postgres
 	if pg {
 		// xmin identifies the row version read: the database copies a
 		// winning row only if it is still that version (see copyDirect).
 		query = strings.Replace(query, "expired_at FROM", "expired_at, xmin::text FROM", 1)
 	}
-	rows, err := q.QueryContext(ctx, m.q(query), lo, hi)
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +172,19 @@ func (m *Migrator) legacyRows(ctx context.Context, q queryer, lo, hi int64) (map
 		out[r.UserID] = append(out[r.UserID], r)
 	}
 	return out, rows.Err()
+}
+
+// idsJSON encodes ids as a JSON array, for SQLite's json_each.
+func idsJSON(ids []int64) string {
+	b := make([]byte, 0, 12*len(ids)+2)
+	b = append(b, '[')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return string(append(b, ']'))
 }
 
 // userCreds reads users.nats_* of user ids in (lo, hi]. forUpdate locks the
@@ -260,6 +290,103 @@ WHERE users.id = v.uid`, pairsJSON(ups))
 	return nil
 }
 
+// emptyUser returns a condition true for a users row (named as alias)
+// whose seven credential columns are all NULL (cred.empty), written so that
+// the planner cannot answer it with the indexes on nats_public_key and
+// nats_account_id: it would then scan the users it finds there and probe the
+// batch's pairs once for each, instead of looking the pairs' users up by id.
+func (m *Migrator) emptyUser(alias string) string {
+	cols := make([]string, len(fieldNames))
+	for i, f := range fieldNames {
+		cols[i] = alias + "." + f
+	}
+	if m.dialect == Postgres {
+		return "num_nonnulls(" + strings.Join(cols, ", ") + ") = 0"
+	}
+	// A unary + makes SQLite's expression unindexable.
+	return "+" + strings.Join(cols, " IS NULL AND +") + " IS NULL"
+}
+
+// copyPlanned copies each planned user's winning legacy row in one UPDATE …
+// FROM the legacy table, writing only users whose users.nats_* are still
+// empty and rows whose seed_hash cannot hold a raw seed (the plan's scrub
+// would miss one written since the pre-check), and returns the users it
+// wrote. It compares each of them with its row, all seven columns, in the
+// database: on PostgreSQL in the RETURNING clause, which sees the row as
+// written; on SQLite (whose RETURNING cannot name the legacy table) with
+// checkDirect. A difference fails the batch with errPlanStale.
+func (m *Migrator) copyPlanned(ctx context.Context, tx *sql.Tx, ups []userUpdate) (map[int64]bool, error) {
+	copied := map[int64]bool{}
+	if len(ups) == 0 {
+		return copied, nil
+	}
+	const guard = " AND (c.seed_hash IS NULL OR c.seed_hash NOT LIKE 'S%')"
+	var rows *sql.Rows
+	var err error
+	if m.dialect == Postgres {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL TimeZone TO 'UTC'"); err != nil {
+			return nil, err
+		}
+		uids, cids := make([]int64, len(ups)), make([]int64, len(ups))
+		for i, u := range ups {
+			uids[i], cids[i] = u.id, u.credID
+		}
+		var cmp []string
+		for i := range fieldNames {
+			cmp = append(cmp, "u."+fieldNames[i]+" IS DISTINCT FROM c."+legacyNames[i])
+		}
+		rows, err = tx.QueryContext(ctx, `UPDATE users AS u SET `+directSet+`
+FROM unnest($1::bigint[], $2::bigint[]) AS v(uid, cid) JOIN `+LegacyTable+` AS c ON c.id = v.cid
+WHERE u.id = v.uid AND `+m.emptyUser("u")+guard+`
+RETURNING u.id, `+strings.Join(cmp, " OR "), uids, cids)
+	} else {
+		rows, err = tx.QueryContext(ctx, `UPDATE users SET `+directSet+`
+FROM (SELECT CAST(key AS INTEGER) AS uid, value AS cid FROM json_each(?)) AS v
+	JOIN `+LegacyTable+` AS c ON c.id = v.cid
+WHERE users.id = v.uid AND `+m.emptyUser("users")+guard+`
+RETURNING users.id`, pairsJSON(ups))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var differs bool
+		dest := []any{&id}
+		if m.dialect == Postgres {
+			dest = append(dest, &differs)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		if differs {
+			return nil, errPlanStale
+		}
+		copied[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	if m.dialect == SQLite && len(copied) > 0 {
+		done := make([]userUpdate, 0, len(copied))
+		for _, u := range ups {
+			if copied[u.id] {
+				done = append(done, u)
+			}
+		}
+		bad, err := m.checkDirect(ctx, tx, done)
+		if err != nil {
+			return nil, err
+		}
+		if len(bad) > 0 {
+			return nil, errPlanStale
+		}
+	}
+	return copied, nil
+}
+
 // pairsJSON encodes {"user id": credential id, …} for SQLite's json_each.
 func pairsJSON(ups []userUpdate) string {
 	b := make([]byte, 0, 24*len(ups)+2)
@@ -319,21 +446,19 @@ WHERE `+where, pairsJSON(ups))
 	return bad, rows.Err()
 }
 
-// userCredsByID reads users.nats_* of the given users.
-func (m *Migrator) userCredsByID(ctx context.Context, q queryer, ids []int64) (map[int64]*cred, error) {
+// userCredsByID reads users.nats_* of the given users (forUpdate: see
+// userCreds).
+func (m *Migrator) userCredsByID(ctx context.Context, q queryer, ids []int64, forUpdate bool) (map[int64]*cred, error) {
 	var rows *sql.Rows
 	var err error
 	if m.dialect == Postgres {
-		rows, err = q.QueryContext(ctx, userCredSelect+" WHERE id = ANY($1::bigint[])", ids)
-	} else {
-		b := []byte{'['}
-		for i, id := range ids {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendInt(b, id, 10)
+		lock := ""
+		if forUpdate {
+			lock = " FOR UPDATE"
 		}
-		rows, err = q.QueryContext(ctx, userCredSelect+" WHERE id IN (SELECT value FROM json_each(?))", string(append(b, ']')))
+		rows, err = q.QueryContext(ctx, userCredSelect+" WHERE id = ANY($1::bigint[])"+lock, ids)
+	} else {
+		rows, err = q.QueryContext(ctx, userCredSelect+" WHERE id IN (SELECT value FROM json_each(?))", idsJSON(ids))
 	}
 	return scanUserCreds(rows, err)
 }
@@ -393,12 +518,33 @@ WHERE u.id = v.id`, ids, jwts, seeds, pubs, accts, apubs, exps, expd)
 	return nil
 }
 
+// errPlanStale: something a planned batch relies on changed since the
+// pre-check; the batch is redone from fresh reads (see copyPlan).
+var errPlanStale = errorf("the pre-check's plan of a batch is out of date")
+
+// batchWork is what a batch has decided to write and verify.
+type batchWork struct {
+	direct []userUpdate // copied by the database from the winning row
+	ups    []userUpdate // written from Go
+	checks []pending    // verified in Go against their winning row
+}
+
+type pending struct {
+	id int64
+	w  *legacyRow
+	d  decision
+}
+
 // runBatch processes the users of one batch after `after` inside tx:
 // decides, writes (when write is set) and verifies field by field. The batch
 // is the next BatchSize user ids, or, when hi > 0, exactly the user ids in
-// (after, hi] (a catch-up redoing a batch). It returns the last user id of
-// the batch (hi for a fixed range), or after when there is none.
-func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, write, check bool, st *PassStats) (int64, error) {
+// (after, hi] (a catch-up redoing a batch), or, when plan is not nil, the
+// planned users (see runPlannedBatch). It returns the last user id of the
+// batch (hi for a fixed range), or after when there is none.
+func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, plan []plannedUser, seeds []seedRow, write, check bool, st *PassStats) (int64, error) {
+	if plan != nil {
+		return m.runPlannedBatch(ctx, tx, after, plan, seeds, st)
+	}
 	var ids []int64
 	var err error
 	if hi > 0 {
@@ -417,17 +563,105 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, wr
 	if err != nil {
 		return after, err
 	}
+	if write {
+		// The seeds of the rows just read are hashed in the table and in
+		// memory (with the row version the scrub left, on PostgreSQL), so
+		// that the winning rows are copied as they now are.
+		var found []seedRow
+		byID := map[int64]*legacyRow{}
+		for _, id := range ids {
+			for _, r := range legacy[id] {
+				if r.SeedHash.Valid && isSeed(r.SeedHash.String) {
+					found = append(found, seedRow{id: r.ID, userID: id, seed: r.SeedHash.String})
+					byID[r.ID] = r
+				}
+			}
+		}
+		if err := m.scrubBatchSeeds(ctx, tx, found, byID, st); err != nil {
+			return after, err
+		}
+	}
 	users, err := m.userCreds(ctx, tx, after, hi, write)
 	if err != nil {
 		return after, err
 	}
-	type pending struct {
-		id int64
-		w  *legacyRow
-		d  decision
+	w := m.decideUsers(ids, legacy, users, write, st)
+	return hi, m.applyAndVerify(ctx, tx, w, users, write, check, st)
+}
+
+// runPlannedBatch carries out the plan of one batch (write and check), in
+// tx: it scrubs the raw seeds the pre-check found, copies every planned
+// user whose users.nats_* are still empty from its winning row in one
+// statement that writes only such users, and sends every other user
+// (planned so, or no longer empty, or whose winning row is gone or may hold
+// a raw seed written since) through the fresh path's per-user decisions,
+// reading their rows again. Users the database copied are compared with the
+// winning row by the database (on PostgreSQL in the UPDATE's RETURNING
+// clause, on the row it has just written); one that differs makes the
+// batch start over from fresh reads.
+func (m *Migrator) runPlannedBatch(ctx context.Context, tx *sql.Tx, after int64, plan []plannedUser, seeds []seedRow, st *PassStats) (int64, error) {
+	hi := plan[len(plan)-1].id
+	if err := m.scrubBatchSeeds(ctx, tx, seeds, nil, st); err != nil {
+		return after, err
 	}
-	var ups, direct []userUpdate
-	var checks []pending
+	var direct []userUpdate
+	for _, p := range plan {
+		if p.kind == planDirect {
+			direct = append(direct, userUpdate{id: p.id, credID: p.credID})
+		}
+	}
+	copied, err := m.copyPlanned(ctx, tx, direct)
+	if err != nil {
+		return after, err
+	}
+	var rest []int64 // users for the fresh path
+	var terms []digest256
+	for _, p := range plan {
+		if p.kind == planDirect && copied[p.id] {
+			terms = append(terms, p.term)
+			continue
+		}
+		rest = append(rest, p.id)
+	}
+	st.Users += int64(len(terms))
+	st.Actions[actionCopy] += int64(len(terms))
+	st.Written += int64(len(terms))
+	for _, term := range terms {
+		// Copied from the winning row and compared equal to it by the
+		// database: the pre-check's term of that row is both sides'.
+		st.Verified[verifiedCopied]++
+		st.src.add(term)
+		st.dst.add(term)
+		st.DigestUsers++
+	}
+	if len(rest) == 0 {
+		return hi, nil
+	}
+	users, err := m.userCredsByID(ctx, tx, rest, true)
+	if err != nil {
+		return after, err
+	}
+	legacy, err := m.legacyRowsOf(ctx, tx, rest)
+	if err != nil {
+		return after, err
+	}
+	var ids []int64
+	for _, id := range rest {
+		if len(legacy[id]) > 0 {
+			ids = append(ids, id)
+		}
+		// A user id whose rows are all gone since the pre-check has
+		// nothing to migrate (the fresh path would not see it either).
+	}
+	w := m.decideUsers(ids, legacy, users, true, st)
+	return hi, m.applyAndVerify(ctx, tx, w, users, true, true, st)
+}
+
+// decideUsers makes the per-user decisions of a batch for the given user
+// ids, from their legacy rows and users.nats_* (users lacking from users
+// are the rows of deleted users, counted and left alone).
+func (m *Migrator) decideUsers(ids []int64, legacy map[int64][]*legacyRow, users map[int64]*cred, write bool, st *PassStats) batchWork {
+	var w batchWork
 	for _, id := range ids {
 		rows := legacy[id]
 		u, ok := users[id]
@@ -440,46 +674,51 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, wr
 			continue
 		}
 		st.Users++
-		w := winner(rows)
-		d := decide(u, w, m.opts.OnConflict)
+		win := winner(rows)
+		d := decide(u, win, m.opts.OnConflict)
 		st.Actions[d.action]++
 		if m.opts.Debug {
-			m.log.Debug("credential migration: decision", "user_id", id, "action", d.action, "credential_id", w.ID,
-				"legacy_rows", len(rows), "jwt_valid", w.valid(), "issued_at", w.claims.IssuedAt)
+			m.log.Debug("credential migration: decision", "user_id", id, "action", d.action, "credential_id", win.ID,
+				"legacy_rows", len(rows), "jwt_valid", win.valid(), "issued_at", win.claims.IssuedAt)
 		}
 		if d.write && m.contested[d.target.PublicKey.String] && d.target.PublicKey != u.PublicKey {
 			// Another user holds or claims the same key: the unique index
 			// would refuse it, and which user is right is for a human to say.
 			st.Actions["skipped_contested_key"]++
-			st.mismatch(Mismatch{UserID: id, Reason: "public key of credential " + fmt.Sprint(w.ID) + " is held or claimed by another user"})
+			st.mismatch(Mismatch{UserID: id, Reason: "public key of credential " + fmt.Sprint(win.ID) + " is held or claimed by another user"})
 			continue
 		}
 		if d.write && write {
-			if verbatimCopy(w, d) {
-				direct = append(direct, userUpdate{id: id, c: d.target, credID: w.ID, xmin: w.xmin})
+			if verbatimCopy(win, d) {
+				w.direct = append(w.direct, userUpdate{id: id, c: d.target, credID: win.ID, xmin: win.xmin})
 			} else {
-				ups = append(ups, userUpdate{id: id, c: d.target})
+				w.ups = append(w.ups, userUpdate{id: id, c: d.target})
 			}
 		}
-		checks = append(checks, pending{id: id, w: w, d: d})
+		w.checks = append(w.checks, pending{id: id, w: win, d: d})
 	}
+	return w
+}
+
+// applyAndVerify writes what decideUsers decided and verifies it.
+func (m *Migrator) applyAndVerify(ctx context.Context, tx *sql.Tx, w batchWork, users map[int64]*cred, write, check bool, st *PassStats) error {
 	// Verify what was written, not what was meant: users copied by the
 	// database are compared with their legacy row by the database, column by
 	// column; those written from Go, and any the comparison flags, are read
 	// back.
 	readBack := map[int64]bool{}
 	compared := map[int64]bool{} // copied and compared equal by the database
-	if len(direct) > 0 {
-		if err := m.copyDirect(ctx, tx, direct); err != nil {
-			return after, err
+	if len(w.direct) > 0 {
+		if err := m.copyDirect(ctx, tx, w.direct); err != nil {
+			return err
 		}
-		st.Written += int64(len(direct))
+		st.Written += int64(len(w.direct))
 		if check {
-			bad, err := m.checkDirect(ctx, tx, direct)
+			bad, err := m.checkDirect(ctx, tx, w.direct)
 			if err != nil {
-				return after, err
+				return err
 			}
-			for _, d := range direct {
+			for _, d := range w.direct {
 				if bad[d.id] {
 					readBack[d.id] = true
 					continue
@@ -490,19 +729,19 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, wr
 			}
 		}
 	}
-	if len(ups) > 0 {
-		if err := m.writeUsers(ctx, tx, ups); err != nil {
-			return after, err
+	if len(w.ups) > 0 {
+		if err := m.writeUsers(ctx, tx, w.ups); err != nil {
+			return err
 		}
-		st.Written += int64(len(ups))
-		for _, u := range ups {
+		st.Written += int64(len(w.ups))
+		for _, u := range w.ups {
 			readBack[u.id] = true
 		}
 	}
 	if check && len(readBack) > 0 {
-		fresh, err := m.userCredsByID(ctx, tx, slices.Sorted(maps.Keys(readBack)))
+		fresh, err := m.userCredsByID(ctx, tx, slices.Sorted(maps.Keys(readBack)), false)
 		if err != nil {
-			return after, err
+			return err
 		}
 		for id := range readBack {
 			users[id] = fresh[id]
@@ -512,9 +751,9 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, wr
 		}
 	}
 	if !check {
-		return hi, nil
+		return nil
 	}
-	for _, p := range checks {
+	for _, p := range w.checks {
 		u := users[p.id]
 		outcome, cols := verify(u, p.w)
 		if outcome == "" {
@@ -537,14 +776,14 @@ func (m *Migrator) runBatch(ctx context.Context, tx *sql.Tx, after, hi int64, wr
 			st.DigestUsers++
 		}
 	}
-	return hi, nil
+	return nil
 }
 
 // pass runs runBatch over every legacy user id after start, one transaction
 // per batch. checkpoint, when set, is updated in each batch's transaction.
 // check verifies each batch inside its transaction, after its writes.
 func (m *Migrator) pass(ctx context.Context, name string, start int64, write, check, commit, checkpoint bool, total int64) (*PassStats, error) {
-	all, _, err := m.passBatches(ctx, name, start, write, check, commit, checkpoint, total)
+	all, _, err := m.passBatches(ctx, name, start, nil, write, check, commit, checkpoint, total)
 	return all, err
 }
 
@@ -556,15 +795,25 @@ type batchResult struct {
 }
 
 // passBatches is pass, also returning each batch's range and stats (the
-// catch-up redoes single batches and replaces their stats).
-func (m *Migrator) passBatches(ctx context.Context, name string, start int64, write, check, commit, checkpoint bool, total int64) (*PassStats, []batchResult, error) {
+// catch-up redoes single batches and replaces their stats). With a plan
+// (the copy of an uninterrupted run), the batches are the plan's users,
+// BatchSize at a time, and the pass ends with them: user ids the pre-check
+// did not see are the catch-up's.
+func (m *Migrator) passBatches(ctx context.Context, name string, start int64, plan *copyPlan, write, check, commit, checkpoint bool, total int64) (*PassStats, []batchResult, error) {
 	all := newPassStats()
 	var batches []batchResult
 	after := start
 	prog := newProgress(m.opts.Progress, name, total, m.opts.Now)
 	defer prog.done()
 	for {
-		b, last, took, err := m.oneBatch(ctx, name, after, 0, write, check, commit, checkpoint)
+		var planned []plannedUser
+		var seeds []seedRow
+		if plan != nil {
+			if planned, seeds = plan.next(after, m.opts.BatchSize); planned == nil {
+				break
+			}
+		}
+		b, last, took, err := m.oneBatch(ctx, name, after, 0, planned, seeds, write, check, commit, checkpoint)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -592,16 +841,17 @@ func (m *Migrator) passBatches(ctx context.Context, name string, start int64, wr
 }
 
 // oneBatch runs one batch (see runBatch) in its own transaction, retried as
-// a whole; its stats are fresh for each attempt.
-func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, write, check, commit, checkpoint bool) (*PassStats, int64, time.Duration, error) {
+// a whole; its stats are fresh for each attempt. A planned batch whose plan
+// turns out stale is redone from fresh reads over the same user-id range.
+func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, plan []plannedUser, seeds []seedRow, write, check, commit, checkpoint bool) (*PassStats, int64, time.Duration, error) {
 	var b *PassStats
 	var last int64
 	var took time.Duration
-	err := m.inTx(ctx, commit, func(tx *sql.Tx) error {
+	run := func(tx *sql.Tx) error {
 		b = newPassStats()
 		var err error
 		batchStart := time.Now()
-		last, err = m.runBatch(ctx, tx, after, hi, write, check, b)
+		last, err = m.runBatch(ctx, tx, after, hi, plan, seeds, write, check, b)
 		took = time.Since(batchStart)
 		if err != nil || last == after {
 			return err
@@ -611,7 +861,13 @@ func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, w
 				last, m.opts.Now().UTC().Format(time.RFC3339Nano), checkpointName)
 		}
 		return err
-	})
+	}
+	err := m.inTx(ctx, commit, run)
+	if errors.Is(err, errPlanStale) && plan != nil {
+		m.log.Debug("credential migration: a batch's plan is out of date; redoing it from fresh reads", "after_user_id", after)
+		hi, plan, seeds = plan[len(plan)-1].id, nil, nil
+		err = m.inTx(ctx, commit, run)
+	}
 	if err != nil {
 		return nil, after, 0, internal(err, fmt.Sprintf("credential migration: %s batch after user %d", name, after))
 	}

@@ -29,6 +29,8 @@ func (m *Migrator) startCapture(ctx context.Context) error {
 			stmts = append(stmts, `CREATE OR REPLACE FUNCTION `+captureName+`() RETURNS trigger LANGUAGE plpgsql
 	SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
+	-- The migration's own writes (seed scrubs in its batches) are not changes to catch up.
+	IF current_setting('`+selfSetting+`', true) = 'on' THEN RETURN NULL; END IF;
 	IF TG_OP <> 'INSERT' THEN INSERT INTO `+changedTable+` (user_id) VALUES (OLD.user_id); END IF;
 	IF TG_OP <> 'DELETE' THEN INSERT INTO `+changedTable+` (user_id) VALUES (NEW.user_id); END IF;
 	RETURN NULL;
@@ -48,6 +50,7 @@ END $$`,
 		}
 		return nil
 	})
+	m.capturing = err == nil
 	return internal(err, "installing change capture on "+LegacyTable)
 }
 
@@ -56,6 +59,7 @@ END $$`,
 // is either recorded and returned, or happens after the trigger is gone.
 func (m *Migrator) stopCapture(ctx context.Context) ([]int64, error) {
 	var ids []int64
+	m.capturing = false
 	err := m.inTx(ctx, true, func(tx *sql.Tx) error {
 		ids = nil
 		var stmts []string
@@ -90,9 +94,11 @@ func (m *Migrator) stopCapture(ctx context.Context) ([]int64, error) {
 // batch that holds a user whose legacy rows changed during the copy, then
 // the user ids past the copy's last batch (rows of users new to the legacy
 // table), and returns the verification of the whole run: the copy's batches
-// with the redone ones replaced. Written counts the catch-up's writes only.
+// with the redone ones replaced. Written and the seeds scrubbed count the
+// catch-up's own only.
 func (m *Migrator) catchUp(ctx context.Context, batches []batchResult, start int64, changed []int64) (*PassStats, error) {
 	var written int64
+	var seeds SeedScrub
 	i := 0
 	for k := range batches {
 		b := &batches[k]
@@ -102,12 +108,13 @@ func (m *Migrator) catchUp(ctx context.Context, batches []batchResult, start int
 		if i == len(changed) || changed[i] > b.hi {
 			continue
 		}
-		st, _, _, err := m.oneBatch(ctx, "catch-up", b.lo, b.hi, true, true, true, false)
+		st, _, _, err := m.oneBatch(ctx, "catch-up", b.lo, b.hi, nil, nil, true, true, true, false)
 		if err != nil {
 			return nil, err
 		}
 		b.st = st
 		written += st.Written
+		seeds.merge(&st.seeds)
 		if m.opts.Debug {
 			m.log.Debug("credential migration: batch redone by the catch-up", "after_user_id", b.lo, "last_user_id", b.hi, "written", st.Written)
 		}
@@ -116,7 +123,7 @@ func (m *Migrator) catchUp(ctx context.Context, batches []batchResult, start int
 	if len(batches) > 0 {
 		last = batches[len(batches)-1].hi
 	}
-	tail, _, err := m.passBatches(ctx, "catch-up", last, true, true, true, false, 0)
+	tail, _, err := m.passBatches(ctx, "catch-up", last, nil, true, true, true, false, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -127,6 +134,8 @@ func (m *Migrator) catchUp(ctx context.Context, batches []batchResult, start int
 	v.merge(tail)
 	v.Batches += tail.Batches - 1
 	v.Written = written + tail.Written
+	seeds.merge(&tail.seeds)
+	v.seeds = seeds
 	v.finish()
 	return v, nil
 }

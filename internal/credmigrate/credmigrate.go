@@ -104,6 +104,9 @@ type Migrator struct {
 	// contested are public keys that several users hold or claim (see
 	// Precheck); set by Run before the copy.
 	contested map[string]bool
+	// capturing is set while Run's change capture is installed (SQLite's
+	// batches then remove what the trigger recorded of their own writes).
+	capturing bool
 }
 
 // New returns a Migrator for db in dialect.

@@ -90,6 +90,14 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 	}
 	defer lock.release()
 
+	// An uninterrupted real run plans the copy in its pre-check and carries
+	// the plan out batch by batch, verifying each batch in the transaction
+	// that writes it, with the legacy table's changes captured from before
+	// the pre-check; the catch-up then redoes only the batches those changes
+	// touched (see copyPlan). A resumed run cannot trust what an earlier
+	// process verified: it does the full final pass (catch-up and
+	// verification of every user) instead, from fresh reads throughout.
+	planned := false
 	if !m.opts.DryRun {
 		// Before the pre-check, which reads by user id too.
 		if err := m.requireLayout(ctx, true); err != nil {
@@ -98,9 +106,22 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 		if err := m.timed(r, "prepare", func() error { return m.prepare(ctx) }); err != nil {
 			return r, err
 		}
+		resuming, err := m.resuming(ctx)
+		if err != nil {
+			return r, err
+		}
+		// --debug logs every decision, which the fresh path makes.
+		planned = !resuming && !m.opts.Debug
+		// The capture starts before the pre-check reads anything, so that
+		// whatever the plan misses is recorded. A resumed run does not use
+		// what it records, but removes a killed run's capture at the end.
+		if err := m.timed(r, "capture", func() error { return m.startCapture(ctx) }); err != nil {
+			return r, err
+		}
 	}
+	var plan *copyPlan
 	if err := m.timed(r, "precheck", func() (err error) {
-		r.Precheck, err = m.Precheck(ctx)
+		r.Precheck, plan, err = m.precheck(ctx, planned)
 		return err
 	}); err != nil {
 		return r, err
@@ -111,6 +132,11 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 		"subject_mismatch", p.SubjectMismatchRows, "conflicts", p.Conflicts, "to_write", p.ToWrite,
 		"raw_seeds", p.RawSeedsLegacy+p.RawSeedsUsers, "plaintext_passwords", p.PlaintextPasswords)
 	if m.opts.OnConflict == OnConflictFail && p.Conflicts > 0 {
+		if !m.opts.DryRun {
+			if _, err := m.stopCapture(ctx); err != nil {
+				return r, err
+			}
+		}
 		return r, errConflict(fmt.Sprintf("%d users already hold a different credential in users.nats_* (--on-conflict fail); see the report's conflict_user_ids", p.Conflicts))
 	}
 
@@ -125,35 +151,17 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 			m.log.Info("credential migration: resuming", "phase", phase, "after_user_id", start)
 		}
 	}
-
-	// An uninterrupted real run verifies each batch in the transaction that
-	// writes it, with the legacy table's changes captured meanwhile; the
-	// catch-up then redoes only the batches those changes touched. A resumed
-	// run cannot trust what an earlier process verified: it does the full
-	// final pass (catch-up and verification of every user) instead.
 	resumed := start > 0 || phase != phaseCopy
-	var batches []batchResult
-	if phase == phaseCopy && !m.opts.DryRun {
-		// Raw seeds in the legacy table are hashed before the copy (a
-		// filtered statement: seeds are rare), so that the database can copy
-		// winning rows verbatim; the scrub after the copy catches seeds
-		// written meanwhile. A dry run leaves that to the copy's Go path,
-		// which hashes what it writes.
-		if err := m.timed(r, "scrub_seeds_before_copy", func() (err error) {
-			r.Seeds, err = m.ScrubSeeds(ctx)
-			return err
-		}); err != nil {
-			return r, err
-		}
+	if resumed || !planned {
+		plan = nil
 	}
+	var batches []batchResult
 	if phase == phaseCopy {
-		if !m.opts.DryRun && !resumed {
-			if err := m.timed(r, "capture", func() error { return m.startCapture(ctx) }); err != nil {
-				return r, err
-			}
-		}
+		// Each batch hashes the raw seeds of its legacy rows in its own
+		// transaction before copying, so the database copies winning rows
+		// as they are (a dry run's batches too, rolled back with them).
 		if err := m.timed(r, "copy", func() (err error) {
-			r.Copy, batches, err = m.passBatches(ctx, "copy", start, true, true, !m.opts.DryRun, !m.opts.DryRun, p.LegacyUsers)
+			r.Copy, batches, err = m.passBatches(ctx, "copy", start, plan, true, true, !m.opts.DryRun, !m.opts.DryRun, p.LegacyUsers)
 			return err
 		}); err != nil {
 			return r, err
@@ -188,11 +196,25 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 		"unverified", v.Unverified, "caught_up", v.Written, "source_digest", v.SourceDigest, "target_digest", v.TargetDigest)
 
 	if err := m.timed(r, "scrub_seeds", func() error {
-		s, err := m.ScrubSeeds(ctx)
-		if err == nil {
-			r.Seeds = r.Seeds.merge(s)
+		// A real run's batches (copy, catch-up, final pass) scrubbed the
+		// legacy rows, as they stood when each batch ran; users.nats_* is
+		// scrubbed here. A dry run counts both here, its batches having been
+		// rolled back.
+		s := &SeedScrub{}
+		if !m.opts.DryRun {
+			for _, ps := range []*PassStats{r.Copy, r.Verify} {
+				if ps != nil {
+					s.merge(&ps.seeds)
+				}
+			}
 		}
-		return err
+		more, err := m.scrubSeeds(ctx, m.opts.DryRun)
+		if err != nil {
+			return err
+		}
+		r.Seeds = s.merge(more).resolve()
+		m.warnSeeds(r.Seeds)
+		return nil
 	}); err != nil {
 		return r, err
 	}
@@ -318,6 +340,22 @@ func (m *Migrator) startCheckpoint(ctx context.Context) (last int64, phase strin
 		return err
 	})
 	return last, phase, internal(err, "writing the checkpoint")
+}
+
+// resuming reports whether the checkpoint holds an interrupted run (a run
+// that committed a batch, or finished its copy, and did not finish), without
+// writing; startCheckpoint then picks it up.
+func (m *Migrator) resuming(ctx context.Context) (bool, error) {
+	var last int64
+	var phase string
+	err := m.db.QueryRowContext(ctx, m.q("SELECT last_user_id, phase FROM "+checkpointTable+" WHERE name = ?"), checkpointName).Scan(&last, &phase)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, internal(err, "reading the checkpoint")
+	}
+	return phase != phaseDone && (last > 0 || phase != phaseCopy), nil
 }
 
 func (m *Migrator) setPhase(ctx context.Context, phase string) error {

@@ -51,36 +51,45 @@ func (p *Precheck) sample(kind string, id int64) {
 
 // Precheck scans the legacy table and users without writing.
 func (m *Migrator) Precheck(ctx context.Context) (*Precheck, error) {
+	p, _, err := m.precheck(ctx, false)
+	return p, err
+}
+
+// precheck is Precheck, also returning the copy plan when plan is set (see
+// copyPlan).
+func (m *Migrator) precheck(ctx context.Context, plan bool) (*Precheck, *copyPlan, error) {
 	if err := m.requireLayout(ctx, true); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	p, err := m.precheckRows(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if p.RawSeedsUsers, err = m.countRawSeedsUsers(ctx); err != nil {
-		return nil, err
-	}
-	if p.PlaintextPasswords, err = m.countPlaintext(ctx); err != nil {
-		return nil, err
-	}
+	// The contested keys first: the plan leaves their users to the batch's
+	// fresh path, which reports them.
 	contested, err := m.contestedKeys(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	m.contested = contested
+	p, cp, err := m.precheckRows(ctx, plan)
+	if err != nil {
+		return nil, nil, err
 	}
 	p.ContestedKeys = int64(len(contested))
-	m.contested = contested
+	if p.RawSeedsUsers, err = m.countRawSeedsUsers(ctx); err != nil {
+		return nil, nil, err
+	}
+	if p.PlaintextPasswords, err = m.countPlaintext(ctx); err != nil {
+		return nil, nil, err
+	}
 	if ok, err := hasColumn(ctx, m.db, m.dialect, SessionsTable, SessionCredColumn); err != nil {
-		return nil, internal(err, "pre-check: reading nats_auth_sessions")
+		return nil, nil, internal(err, "pre-check: reading nats_auth_sessions")
 	} else if ok {
 		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" WHERE credential_id IS NOT NULL").Scan(&p.SessionCredentialRefs); err != nil {
-			return nil, internal(err, "pre-check: counting sessions")
+			return nil, nil, internal(err, "pre-check: counting sessions")
 		}
 		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" s WHERE s.credential_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "+LegacyTable+" c WHERE c.id = s.credential_id)").Scan(&p.DanglingSessionRefs); err != nil {
-			return nil, internal(err, "pre-check: counting sessions")
+			return nil, nil, internal(err, "pre-check: counting sessions")
 		}
 	}
-	return p, nil
+	return p, cp, nil
 }
 
 // contestedKeys returns the public keys that more than one user holds or
@@ -216,18 +225,21 @@ func (m *Migrator) requireLayout(ctx context.Context, legacy bool) error {
 }
 
 // precheckRows scans the legacy rows and users in id ranges, on every core
-// (the scan only reads), and merges the ranges' findings in id order.
-func (m *Migrator) precheckRows(ctx context.Context) (*Precheck, error) {
+// (the scan only reads), and merges the ranges' findings (and plans) in id
+// order.
+func (m *Migrator) precheckRows(ctx context.Context, plan bool) (*Precheck, *copyPlan, error) {
 	var lo, hi sql.NullInt64
 	if err := m.db.QueryRowContext(ctx, "SELECT min(user_id), max(user_id) FROM "+LegacyTable).Scan(&lo, &hi); err != nil {
-		return nil, internal(err, "pre-check: reading legacy user ids")
+		return nil, nil, internal(err, "pre-check: reading legacy user ids")
 	}
+	cp := &copyPlan{}
 	if !lo.Valid {
-		return &Precheck{}, nil
+		return &Precheck{}, cp, nil
 	}
 	width := int64(m.opts.BatchSize)
 	n := int((hi.Int64-lo.Int64)/width + 1)
 	parts := make([]*Precheck, n)
+	plans := make([]*copyPlan, n)
 	errs := make([]error, n)
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -237,7 +249,7 @@ func (m *Migrator) precheckRows(ctx context.Context) (*Precheck, error) {
 			defer wg.Done()
 			for i := range next {
 				from := lo.Int64 - 1 + int64(i)*width
-				parts[i], errs[i] = m.precheckRange(ctx, from, from+width)
+				parts[i], plans[i], errs[i] = m.precheckRange(ctx, from, from+width, plan)
 			}
 		}()
 	}
@@ -250,16 +262,20 @@ func (m *Migrator) precheckRows(ctx context.Context) (*Precheck, error) {
 	close(next)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p := &Precheck{}
 	for i, part := range parts {
 		if errs[i] != nil {
-			return nil, internal(errs[i], "pre-check: reading legacy rows")
+			return nil, nil, internal(errs[i], "pre-check: reading legacy rows")
 		}
 		p.merge(part)
+		if plan {
+			cp.append(plans[i])
+		}
+		plans[i] = nil
 	}
-	return p, nil
+	return p, cp, nil
 }
 
 func (p *Precheck) merge(o *Precheck) {
@@ -308,18 +324,20 @@ func (m *Migrator) legacyRowsLight(ctx context.Context, q queryer, lo, hi int64)
 	return out, rows.Err()
 }
 
-// precheckRange examines the users with legacy rows whose id is in (lo, hi].
-func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64) (*Precheck, error) {
+// precheckRange examines the users with legacy rows whose id is in (lo, hi],
+// and plans their copy when plan is set.
+func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (*Precheck, *copyPlan, error) {
 	p := &Precheck{}
 	users, err := m.userCreds(ctx, m.db, lo, hi, false)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Where every user of the range has empty users.nats_*, each decision
 	// is a copy whatever the winning row holds: only what ranks the rows
 	// and what the findings need is read (not the timestamps and account
-	// columns, and a seed only where it may be raw).
-	light := true
+	// columns, and a seed only where it may be raw). A plan needs the whole
+	// winning row (its digest term).
+	light := !plan
 	for _, u := range users {
 		if !u.empty() {
 			light = false
@@ -333,9 +351,13 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64) (*Precheck, 
 		legacy, err = m.legacyRows(ctx, m.db, lo, hi)
 	}
 	if err != nil || len(legacy) == 0 {
-		return p, err
+		return p, &copyPlan{}, err
 	}
 	ids := slices.Sorted(maps.Keys(legacy))
+	cp := &copyPlan{}
+	if plan {
+		cp.users = make([]plannedUser, 0, len(ids))
+	}
 	for _, id := range ids {
 		rows := legacy[id]
 		slices.SortFunc(rows, func(a, b *legacyRow) int { return cmp.Compare(a.ID, b.ID) })
@@ -352,13 +374,21 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64) (*Precheck, 
 			if r.SeedHash.Valid && isSeed(r.SeedHash.String) {
 				p.RawSeedsLegacy++
 				p.sample("raw_seed_credential_ids", r.ID)
+				if plan {
+					cp.seeds = append(cp.seeds, seedRow{id: r.ID, userID: id, seed: r.SeedHash.String})
+				}
 			}
 		}
+		pu := plannedUser{id: id, rows: int32(min(len(rows), 1<<31-1)), kind: planFresh}
 		u, ok := users[id]
 		if !ok {
 			p.OrphanUsers++
 			p.OrphanRows += int64(len(rows))
 			p.sample("orphan_user_ids", id)
+			if plan {
+				pu.kind = planOrphan
+				cp.users = append(cp.users, pu)
+			}
 			continue
 		}
 		if len(rows) > 1 {
@@ -366,7 +396,8 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64) (*Precheck, 
 			p.SupersededRows += int64(len(rows) - 1)
 			p.sample("users_with_several_rows", id)
 		}
-		d := decide(u, winner(rows), m.opts.OnConflict)
+		w := winner(rows)
+		d := decide(u, w, m.opts.OnConflict)
 		switch d.action {
 		case actionSame:
 			p.AlreadyMigrated++
@@ -382,6 +413,14 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64) (*Precheck, 
 		if d.write {
 			p.ToWrite++
 		}
+		if plan {
+			if u.empty() && d.action == actionCopy && w.ExpiresAt.verbatim() && w.ExpiredAt.verbatim() && !m.contested[w.PublicKey.String] {
+				// The batch scrubs the row's seed before the database
+				// copies it, so the copy equals the normalized row.
+				pu.kind, pu.credID, pu.term = planDirect, w.ID, d.target.digest(id)
+			}
+			cp.users = append(cp.users, pu)
+		}
 	}
-	return p, nil
+	return p, cp, nil
 }

@@ -16,9 +16,15 @@ type SeedScrub struct {
 	LegacyRows int64 `json:"legacy_rows"`
 	UserRows   int64 `json:"user_rows"`
 	// ExposedPublicKeys are the public keys whose seeds were exposed (the
-	// first 1000): revoke them, or let them expire.
+	// first maxExposed): revoke them, or let them expire.
 	ExposedPublicKeys []string `json:"exposed_public_keys,omitempty"`
+
+	// pending are exposed seeds whose public keys are not derived yet (see
+	// exposed); never reported.
+	pending []string
 }
+
+const maxExposed = 1000
 
 // merge adds o (a later scrub) to s, which may be nil.
 func (s *SeedScrub) merge(o *SeedScrub) *SeedScrub {
@@ -28,48 +34,81 @@ func (s *SeedScrub) merge(o *SeedScrub) *SeedScrub {
 	s.LegacyRows += o.LegacyRows
 	s.UserRows += o.UserRows
 	for _, k := range o.ExposedPublicKeys {
-		if len(s.ExposedPublicKeys) < 1000 {
+		if s.listed() < maxExposed {
 			s.ExposedPublicKeys = append(s.ExposedPublicKeys, k)
 		}
+	}
+	for _, seed := range o.pending {
+		s.exposed(seed)
 	}
 	return s
 }
 
+func (s *SeedScrub) listed() int { return len(s.ExposedPublicKeys) + len(s.pending) }
+
+// exposed lists seed's public key, while fewer than maxExposed are. Deriving
+// a key costs an Ed25519 key derivation, and batches each keep a SeedScrub
+// of their own, so the seed is kept and its key derived by resolve, once the
+// scrubs are merged: only the keys reported are derived.
 func (s *SeedScrub) exposed(seed string) {
-	if len(s.ExposedPublicKeys) >= 1000 {
-		return
+	if s.listed() < maxExposed {
+		s.pending = append(s.pending, seed)
 	}
-	if kp, err := nkeys.FromSeed([]byte(seed)); err == nil {
-		if pub, err := kp.PublicKey(); err == nil {
-			s.ExposedPublicKeys = append(s.ExposedPublicKeys, pub)
+}
+
+// resolve derives the public keys of the pending seeds.
+func (s *SeedScrub) resolve() *SeedScrub {
+	for _, seed := range s.pending {
+		if kp, err := nkeys.FromSeed([]byte(seed)); err == nil {
+			if pub, err := kp.PublicKey(); err == nil {
+				s.ExposedPublicKeys = append(s.ExposedPublicKeys, pub)
+			}
 		}
 	}
+	s.pending = nil
+	return s
 }
 
 // ScrubSeeds replaces every raw nkey seed in nats_user_credentials.seed_hash
 // and users.nats_seed_hash by its SHA-256 (hex). Each replacement is a
 // compare-and-set on the old value, so a rerun or a concurrent writer is safe.
 func (m *Migrator) ScrubSeeds(ctx context.Context) (*SeedScrub, error) {
+	s, err := m.scrubSeeds(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	m.warnSeeds(s.resolve())
+	return s, nil
+}
+
+// scrubSeeds is ScrubSeeds, of users.nats_seed_hash alone unless legacy is
+// set.
+func (m *Migrator) scrubSeeds(ctx context.Context, legacy bool) (*SeedScrub, error) {
 	s := &SeedScrub{}
-	if ok, err := tableExists(ctx, m.db, m.dialect, LegacyTable); err != nil {
-		return nil, internal(err, "looking for "+LegacyTable)
-	} else if ok {
-		n, err := m.scrubSeedColumn(ctx, LegacyTable, "seed_hash", s)
-		if err != nil {
-			return nil, err
+	if legacy {
+		if ok, err := tableExists(ctx, m.db, m.dialect, LegacyTable); err != nil {
+			return nil, internal(err, "looking for "+LegacyTable)
+		} else if ok {
+			n, err := m.scrubSeedColumn(ctx, LegacyTable, "seed_hash", s)
+			if err != nil {
+				return nil, err
+			}
+			s.LegacyRows = n
 		}
-		s.LegacyRows = n
 	}
 	n, err := m.scrubSeedColumn(ctx, "users", "nats_seed_hash", s)
 	if err != nil {
 		return nil, err
 	}
 	s.UserRows = n
+	return s, nil
+}
+
+func (m *Migrator) warnSeeds(s *SeedScrub) {
 	if s.LegacyRows+s.UserRows > 0 {
 		m.log.Warn("credential migration: raw nkey seeds were stored in clear and have been replaced by their SHA-256; the keys are exposed",
 			"legacy_rows", s.LegacyRows, "user_rows", s.UserRows)
 	}
-	return s, nil
 }
 
 func (m *Migrator) scrubSeedColumn(ctx context.Context, table, column string, s *SeedScrub) (int64, error) {
@@ -268,4 +307,107 @@ func (m *Migrator) ScrubPasswords(ctx context.Context) (*PasswordScrub, error) {
 		m.log.Warn("credential migration: plaintext passwords rehashed with argon2id; the users are flagged to rotate them", "users", s.Rehashed)
 	}
 	return s, nil
+}
+
+// selfSetting marks the migration's own writes to the legacy table on
+// PostgreSQL: the capture trigger ignores them (see scrubBatchSeeds).
+const selfSetting = "mulchat.credmigrate_self"
+
+// scrubBatchSeeds replaces, inside a batch's transaction, the raw seeds of
+// the batch's legacy rows by their SHA-256, each a compare-and-set on the
+// seed read. For rows read in this transaction (byID set: the fresh path)
+// the rows in memory are updated too, with the row version the write left
+// on PostgreSQL; a row changed since it was read fails the batch with
+// errBatchRaced (retried). For seeds the pre-check found (byID nil: a
+// planned batch), a row changed since fails it with errPlanStale.
+//
+// These writes are the migration's own: change capture must not record
+// them, or the catch-up would redo every batch holding a raw seed. On
+// PostgreSQL the trigger skips writes of a transaction that set
+// selfSetting; on SQLite, whose batch holds the only write lock, the rows
+// the trigger added meanwhile are deleted again.
+func (m *Migrator) scrubBatchSeeds(ctx context.Context, tx *sql.Tx, seeds []seedRow, byID map[int64]*legacyRow, st *PassStats) error {
+	if len(seeds) == 0 {
+		return nil
+	}
+	stale := errPlanStale
+	if byID != nil {
+		stale = errBatchRaced
+	}
+	hashes := make([]string, len(seeds))
+	for i, s := range seeds {
+		hashes[i] = seedHash(s.seed)
+	}
+	var n int
+	if m.dialect == Postgres {
+		if _, err := tx.ExecContext(ctx, "SELECT set_config('"+selfSetting+"', 'on', true)"); err != nil {
+			return err
+		}
+		ids, olds := make([]int64, len(seeds)), make([]string, len(seeds))
+		for i, s := range seeds {
+			ids[i], olds[i] = s.id, s.seed
+		}
+		rows, err := tx.QueryContext(ctx, "UPDATE "+LegacyTable+" AS t SET seed_hash = v.h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, old, h) "+
+			"WHERE t.id = v.id AND t.seed_hash = v.old RETURNING t.id, t.xmin::text", ids, olds, hashes)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			var xmin string
+			if err := rows.Scan(&id, &xmin); err != nil {
+				return err
+			}
+			n++
+			if r := byID[id]; r != nil {
+				r.xmin = xmin
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	} else {
+		var mark int64
+		if m.capturing {
+			if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(rowid), 0) FROM "+changedTable).Scan(&mark); err != nil {
+				return err
+			}
+		}
+		stmt, err := tx.PrepareContext(ctx, "UPDATE "+LegacyTable+" SET seed_hash = ? WHERE id = ? AND seed_hash = ?")
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for i, s := range seeds {
+			res, err := stmt.ExecContext(ctx, hashes[i], s.id, s.seed)
+			if err != nil {
+				return err
+			}
+			k, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			n += int(k)
+		}
+		if m.capturing {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM "+changedTable+" WHERE rowid > ?", mark); err != nil {
+				return err
+			}
+		}
+	}
+	if n != len(seeds) {
+		return stale
+	}
+	for i, s := range seeds {
+		if r := byID[s.id]; r != nil {
+			r.SeedHash.String = hashes[i]
+		}
+		st.seeds.LegacyRows++
+		st.seeds.exposed(s.seed)
+		if m.opts.Debug {
+			m.log.Debug("credential migration: raw seed replaced by its SHA-256", "table", LegacyTable, "id", s.id)
+		}
+	}
+	return nil
 }
