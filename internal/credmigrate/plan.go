@@ -20,6 +20,26 @@ import (
 type copyPlan struct {
 	users []plannedUser
 	seeds []seedRow // raw seeds found in legacy rows, in user id order
+	// keys are the public keys of the legacy rows, by hash (collected by
+	// every pre-check, planning or not, for contestedKeys).
+	keys []keyUse
+}
+
+// keyUse is a legacy row's public key, by hash, and the row's user id.
+type keyUse struct {
+	hash uint64
+	uid  int64
+}
+
+// keyHash is FNV-1a: a collision only makes contestedKeys read a few rows
+// again.
+func keyHash(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // Kinds of planned users.
@@ -37,13 +57,14 @@ const (
 )
 
 // plannedUser is one user id of the plan. It is kept small: a million
-// users take about 56 MB.
+// users take about 64 MB.
 type plannedUser struct {
-	id     int64
-	credID int64     // planDirect: the winning legacy row
-	term   digest256 // planDirect: the digest term of the credential as migrated
-	rows   int32     // legacy rows of the user id
-	kind   uint8
+	id      int64
+	credID  int64     // planDirect: the winning legacy row
+	term    digest256 // planDirect: the digest term of the credential as migrated
+	keyHash uint64    // planDirect: keyHash of the winning row's public key
+	rows    int32     // legacy rows of the user id
+	kind    uint8
 }
 
 // seedRow is a legacy row holding a raw nkey seed, to be replaced by its
@@ -70,4 +91,5 @@ func (p *copyPlan) next(after int64, n int) ([]plannedUser, []seedRow) {
 func (p *copyPlan) append(o *copyPlan) {
 	p.users = append(p.users, o.users...)
 	p.seeds = append(p.seeds, o.seeds...)
+	p.keys = append(p.keys, o.keys...)
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 )
@@ -61,18 +62,29 @@ func (m *Migrator) precheck(ctx context.Context, plan bool) (*Precheck, *copyPla
 	if err := m.requireLayout(ctx, true); err != nil {
 		return nil, nil, err
 	}
-	// The contested keys first: the plan leaves their users to the batch's
-	// fresh path, which reports them.
-	contested, err := m.contestedKeys(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	m.contested = contested
 	p, cp, err := m.precheckRows(ctx, plan)
 	if err != nil {
 		return nil, nil, err
 	}
+	contested, err := m.contestedKeys(ctx, cp.keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	cp.keys = nil
+	m.contested = contested
 	p.ContestedKeys = int64(len(contested))
+	if len(contested) > 0 {
+		// Their users go through the batch's fresh path, which reports them.
+		hashes := map[uint64]bool{}
+		for k := range contested {
+			hashes[keyHash(k)] = true
+		}
+		for i := range cp.users {
+			if u := &cp.users[i]; u.kind == planDirect && hashes[u.keyHash] {
+				u.kind = planFresh
+			}
+		}
+	}
 	if p.RawSeedsUsers, err = m.countRawSeedsUsers(ctx); err != nil {
 		return nil, nil, err
 	}
@@ -93,26 +105,117 @@ func (m *Migrator) precheck(ctx context.Context, plan bool) (*Precheck, *copyPla
 }
 
 // contestedKeys returns the public keys that more than one user holds or
-// would hold: the unique index on users.nats_public_key refuses them.
-func (m *Migrator) contestedKeys(ctx context.Context) (map[string]bool, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT public_key FROM `+LegacyTable+` c
-WHERE public_key IS NOT NULL AND EXISTS (SELECT 1 FROM users u WHERE u.id = c.user_id)
-GROUP BY public_key HAVING min(user_id) <> max(user_id)
-UNION
-SELECT c.public_key FROM `+LegacyTable+` c JOIN users u ON u.nats_public_key = c.public_key AND u.id <> c.user_id`)
+// would hold (the unique index on users.nats_public_key refuses them): a key
+// of the legacy rows of two or more existing users, or a key of a legacy row
+// that another user holds in users.nats_public_key. uses are the legacy
+// rows' keys as the pre-check read them, by hash; the keys of user ids whose
+// hash is shared with another user id are then read again and compared
+// exactly (hashes only narrow the search).
+func (m *Migrator) contestedKeys(ctx context.Context, uses []keyUse) (map[string]bool, error) {
+	slices.SortFunc(uses, func(a, b keyUse) int { return cmp.Or(cmp.Compare(a.hash, b.hash), cmp.Compare(a.uid, b.uid)) })
+	group := func(h uint64) []keyUse {
+		i := sort.Search(len(uses), func(i int) bool { return uses[i].hash >= h })
+		j := i
+		for j < len(uses) && uses[j].hash == h {
+			j++
+		}
+		return uses[i:j]
+	}
+	cand := map[int64]bool{}
+	for i := 0; i < len(uses); {
+		g := group(uses[i].hash)
+		if g[0].uid != g[len(g)-1].uid {
+			for _, u := range g {
+				cand[u.uid] = true
+			}
+		}
+		i += len(g)
+	}
+	type held struct {
+		uid int64
+		key string
+	}
+	var helds []held
+	rows, err := m.db.QueryContext(ctx, "SELECT id, nats_public_key FROM users WHERE nats_public_key IS NOT NULL")
 	if err != nil {
-		return nil, internal(err, "pre-check: looking for public keys of several users")
+		return nil, internal(err, "pre-check: reading users.nats_public_key")
+	}
+	for rows.Next() {
+		var h held
+		if err := rows.Scan(&h.uid, &h.key); err != nil {
+			rows.Close()
+			return nil, internal(err, "pre-check: reading users.nats_public_key")
+		}
+		g := group(keyHash(h.key))
+		if len(g) > 0 && (g[0].uid != h.uid || g[len(g)-1].uid != h.uid) {
+			helds = append(helds, h)
+			for _, u := range g {
+				cand[u.uid] = true
+			}
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, internal(err, "pre-check: reading users.nats_public_key")
+	}
+	out := map[string]bool{}
+	if len(cand) == 0 {
+		return out, nil
+	}
+	ids := slices.Sorted(maps.Keys(cand))
+	in := "user_id IN (SELECT value FROM json_each(?))"
+	var arg any = idsJSON(ids)
+	if m.dialect == Postgres {
+		in, arg = "user_id = ANY($1::bigint[])", ids
+	}
+	exist, err := queryIDs(ctx, m.db, "SELECT id FROM users WHERE "+strings.Replace(in, "user_id", "id", 1), arg)
+	if err != nil {
+		return nil, internal(err, "pre-check: reading users")
+	}
+	existing := map[int64]bool{}
+	for _, id := range exist {
+		existing[id] = true
+	}
+	byKey := map[string][]int64{}
+	rows, err = m.db.QueryContext(ctx, "SELECT user_id, public_key FROM "+LegacyTable+" WHERE public_key IS NOT NULL AND "+in, arg)
+	if err != nil {
+		return nil, internal(err, "pre-check: reading legacy public keys")
 	}
 	defer rows.Close()
-	out := map[string]bool{}
 	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			return nil, internal(err, "pre-check: reading public keys")
+		var uid int64
+		var key string
+		if err := rows.Scan(&uid, &key); err != nil {
+			return nil, internal(err, "pre-check: reading legacy public keys")
 		}
-		out[k] = true
+		byKey[key] = append(byKey[key], uid)
 	}
-	return out, internal(rows.Err(), "pre-check: reading public keys")
+	if err := rows.Err(); err != nil {
+		return nil, internal(err, "pre-check: reading legacy public keys")
+	}
+	for key, uids := range byKey {
+		var first int64
+		for _, uid := range uids {
+			if !existing[uid] {
+				continue
+			}
+			if first == 0 {
+				first = uid
+			} else if uid != first {
+				out[key] = true
+				break
+			}
+		}
+	}
+	for _, h := range helds {
+		for _, uid := range byKey[h.key] {
+			if uid != h.uid {
+				out[h.key] = true
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 func (m *Migrator) countRawSeedsUsers(ctx context.Context) (int64, error) {
@@ -270,9 +373,7 @@ func (m *Migrator) precheckRows(ctx context.Context, plan bool) (*Precheck, *cop
 			return nil, nil, internal(errs[i], "pre-check: reading legacy rows")
 		}
 		p.merge(part)
-		if plan {
-			cp.append(plans[i])
-		}
+		cp.append(plans[i])
 		plans[i] = nil
 	}
 	return p, cp, nil
@@ -379,8 +480,13 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (
 				}
 			}
 		}
-		pu := plannedUser{id: id, rows: int32(min(len(rows), 1<<31-1)), kind: planFresh}
 		u, ok := users[id]
+		for _, r := range rows {
+			if r.PublicKey.Valid {
+				cp.keys = append(cp.keys, keyUse{hash: keyHash(r.PublicKey.String), uid: id})
+			}
+		}
+		pu := plannedUser{id: id, rows: int32(min(len(rows), 1<<31-1)), kind: planFresh}
 		if !ok {
 			p.OrphanUsers++
 			p.OrphanRows += int64(len(rows))
@@ -418,6 +524,9 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (
 				// The batch scrubs the row's seed before the database
 				// copies it, so the copy equals the normalized row.
 				pu.kind, pu.credID, pu.term = planDirect, w.ID, d.target.digest(id)
+				if w.PublicKey.Valid {
+					pu.keyHash = keyHash(w.PublicKey.String)
+				}
 			}
 			cp.users = append(cp.users, pu)
 		}
