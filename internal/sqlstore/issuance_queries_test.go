@@ -312,3 +312,70 @@ func TestRefreshUserNATSJWTConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// TestRefreshSkipsLockedRow: on PostgreSQL a refresh whose row another
+// transaction holds locked reports "not written" at once (its caller then
+// takes the durable path, which waits for the lock under its own context),
+// and never holds up the refreshes of other users grouped with it.
+func TestRefreshSkipsLockedRow(t *testing.T) {
+	db := sqltest.OpenPostgres(t)
+	ctx := context.Background()
+	acc := newAccount(t, db, "chat")
+	expires := ts("2030-01-01T00:00:00Z")
+	cred := func(i int) mulchat.NATSCredential {
+		return mulchat.NATSCredential{JWT: fmt.Sprintf("jwt-%d", i), PublicKey: fmt.Sprintf("UKEY%d", i), AccountID: acc.ID,
+			AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(expires)}
+	}
+	var ids []int64
+	for i := range 6 {
+		u := newUser(t, db, fmt.Sprintf("user%d", i))
+		mustNil(t, db.UpdateUserNATSCredential(ctx, u.ID, cred(i)))
+		ids = append(ids, u.ID)
+	}
+	tx, err := db.SQL().BeginTx(ctx, nil)
+	mustNil(t, err)
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT id FROM users WHERE id = $1 FOR UPDATE`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for round := range 3 {
+		for i, id := range ids {
+			wg.Go(func() {
+				c := cred(i)
+				c.JWT = fmt.Sprintf("new-%d-%d", i, round)
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				ok, err := db.RefreshUserNATSJWT(rctx, id, c)
+				if err != nil {
+					t.Errorf("user %d: %v", i, err)
+				}
+				if i == 0 && ok {
+					t.Error("the locked row was written")
+				}
+				if i > 0 && !ok {
+					t.Errorf("user %d: not written beside a locked row", i)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("refreshes beside a locked row took %v", d)
+	}
+	mustNil(t, tx.Rollback())
+	for i, id := range ids[1:] {
+		got, err := db.GetUserNATSCredential(ctx, id)
+		mustNil(t, err)
+		if !strings.HasPrefix(got.JWT, fmt.Sprintf("new-%d-", i+1)) {
+			t.Errorf("user %d: JWT %q", i+1, got.JWT)
+		}
+	}
+	got, err := db.GetUserNATSCredential(ctx, ids[0])
+	mustNil(t, err)
+	if got.JWT != "jwt-0" {
+		t.Errorf("locked user: JWT %q", got.JWT)
+	}
+}

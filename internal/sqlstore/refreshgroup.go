@@ -12,18 +12,27 @@ import (
 const refreshGroupMax = 64
 
 // refreshGroupTimeout bounds a group's statement, which runs on behalf of
-// several requests and so not under any one request's context.
+// several requests and so not under any one request's context. The statement
+// never waits for a row lock (SKIP LOCKED), so only a database that stopped
+// answering reaches it.
 const refreshGroupTimeout = 10 * time.Second
 
 // refreshGroup writes concurrent same-key JWT refreshes on PostgreSQL
 // (RefreshUserNATSJWT outside a transaction) as one statement: a group
-// commit. A refresh that finds no statement running runs alone at once, so a
-// lone client waits for nothing; refreshes that arrive while one runs queue
-// and are written together by the next statement, led by the first of them.
-// Each caller still returns only once its own row's outcome is known, with
-// the same condition checked per row as the single statement checks; what is
+// commit. A refresh that finds no statement running runs at once, so a lone
+// client waits for nothing; refreshes that arrive while one runs queue and
+// are written together by the next statement, led by the first of them. Each
+// caller still returns only once its own row's outcome is known, with the
+// same condition checked per row as the single statement checks; what is
 // saved is a round trip, a statement and a commit per refresh, which cost
 // more than the signature on PostgreSQL.
+//
+// One caller's row must never hold up another's: the statement skips rows
+// another transaction has locked, and a refresh that was skipped, or whose
+// statement failed, reports false (nothing written), so its caller takes its
+// durable path under its own context. A statement written for a caller whose
+// request has meanwhile ended still writes its row, which is harmless: the
+// recorded expiry covers the JWT (mulchat.NATSJWTRefresher).
 type refreshGroup struct {
 	q *queries
 
@@ -42,7 +51,6 @@ type refreshCall struct {
 // must now write itself (it was first in the queue when a statement ended).
 type refreshResult struct {
 	ok    bool
-	err   error
 	lead  bool
 	batch []*refreshCall
 }
@@ -63,46 +71,53 @@ func (g *refreshGroup) do(ctx context.Context, userID int64, c mulchat.NATSCrede
 	if !g.running {
 		g.running = true
 		g.mu.Unlock()
-		return g.lead(ctx, call, []*refreshCall{call})
+		return g.lead(ctx, call, []*refreshCall{call}), nil
 	}
 	call.done = make(chan refreshResult, 1)
 	g.queue = append(g.queue, call)
 	g.mu.Unlock()
-	// The wait is for at most the statement running now; a caller does
-	// not leave it early, as the next statement may already hold its row.
+	// The wait is for at most the statement running now, which waits for
+	// no lock; a caller does not leave early, as the next statement may
+	// already hold its row.
 	res := <-call.done
 	if res.lead {
-		return g.lead(ctx, call, res.batch)
+		return g.lead(ctx, call, res.batch), nil
 	}
-	return res.ok, res.err
+	return res.ok, nil
 }
 
 // lead writes batch (which holds self), hands the queue to its first call and
-// returns self's outcome.
-func (g *refreshGroup) lead(ctx context.Context, self *refreshCall, batch []*refreshCall) (bool, error) {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshGroupTimeout)
-	written, err := g.q.refreshBatch(wctx, batch)
-	cancel()
-
-	g.mu.Lock()
-	next := g.take()
-	if len(next) == 0 {
-		g.running = false
-	}
-	g.mu.Unlock()
-	if len(next) > 0 {
-		next[0].done <- refreshResult{lead: true, batch: next}
-	}
-	var selfOK bool
-	for _, call := range batch {
-		ok := written[call.userID]
-		if call == self {
-			selfOK = ok
-			continue
+// returns whether self's row was written. The hand-off and the others'
+// outcomes are deferred, so that even a panic in the statement leaves no
+// caller waiting and the group running.
+func (g *refreshGroup) lead(ctx context.Context, self *refreshCall, batch []*refreshCall) bool {
+	var written map[int64]bool
+	defer func() {
+		g.mu.Lock()
+		next := g.take()
+		if len(next) == 0 {
+			g.running = false
 		}
-		call.done <- refreshResult{ok: ok, err: err}
+		g.mu.Unlock()
+		if len(next) > 0 {
+			next[0].done <- refreshResult{lead: true, batch: next}
+		}
+		for _, call := range batch {
+			if call != self {
+				call.done <- refreshResult{ok: written[call.userID]}
+			}
+		}
+	}()
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshGroupTimeout)
+	defer cancel()
+	written, err := g.q.refreshBatch(wctx, batch)
+	if err != nil {
+		// Nobody's row was written: each caller takes its durable path,
+		// which meets the same trouble, if it lasts, under its own
+		// context and reports it as its own.
+		written = nil
 	}
-	return selfOK, err
+	return written[self.userID]
 }
 
 // take removes the next batch from the queue: up to refreshGroupMax calls for
@@ -130,19 +145,16 @@ func (g *refreshGroup) take() []*refreshCall {
 
 // refreshBatch is RefreshUserNATSJWT's statement for several users at once
 // (distinct ids, text checked by do), on PostgreSQL: the rows come in as
-// arrays, each row is written under the single statement's condition, and
-// the ids written come back. Like the single statement, its commit does not
-// wait for the WAL flush.
+// arrays; the rows not locked by another transaction are locked, in id
+// order, without waiting (a locked row is left out, and so never delays or
+// deadlocks the others); each is written under the single statement's
+// condition; and the ids written come back. Like the single statement, its
+// commit does not wait for the WAL flush.
 func (q *queries) refreshBatch(ctx context.Context, batch []*refreshCall) (map[int64]bool, error) {
 	n := len(batch)
-	if n == 1 {
-		// Alone, the plain statement is cheaper than a join.
-		wrote, err := q.refreshOne(ctx, batch[0].userID, batch[0].c)
-		return map[int64]bool{batch[0].userID: wrote}, err
-	}
 	var (
 		ids      = make([]int64, 0, n)
-		jwts     = make([]string, 0, n)
+		jwts     = make([]*string, 0, n)
 		seeds    = make([]*string, 0, n)
 		pubs     = make([]string, 0, n)
 		accounts = make([]int64, 0, n)
@@ -152,18 +164,21 @@ func (q *queries) refreshBatch(ctx context.Context, batch []*refreshCall) (map[i
 	for _, call := range batch {
 		c := call.c
 		ids = append(ids, call.userID)
-		jwts = append(jwts, c.JWT)
+		jwts = append(jwts, optString(c.JWT))
 		seeds = append(seeds, optString(c.SeedHash))
 		pubs = append(pubs, c.PublicKey)
 		accounts = append(accounts, c.AccountID)
 		accPubs = append(accPubs, optString(c.AccountPublicKey))
 		expires = append(expires, normTime(*c.ExpiresAt))
 	}
-	rows, err := q.x.QueryContext(ctx, `UPDATE users AS u
+	rows, err := q.x.QueryContext(ctx, `WITH locked AS (
+			SELECT id FROM users WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE SKIP LOCKED)
+		UPDATE users AS u
 		SET nats_jwt = v.jwt, nats_seed_hash = v.seed_hash, nats_account_public_key = v.account_public_key
 		FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::timestamptz[])
-			AS v(id, jwt, seed_hash, public_key, account_id, account_public_key, expires_at)
-		WHERE u.id = v.id AND u.is_active AND u.nats_public_key = v.public_key AND u.nats_expired_at IS NULL
+			AS v(id, jwt, seed_hash, public_key, account_id, account_public_key, expires_at), locked
+		WHERE u.id = v.id AND locked.id = v.id
+			AND u.is_active AND u.nats_public_key = v.public_key AND u.nats_expired_at IS NULL
 			AND u.nats_account_id = v.account_id AND u.nats_expires_at >= v.expires_at
 			AND set_config('synchronous_commit', 'off', true) = 'off'
 		RETURNING u.id`, ids, jwts, seeds, pubs, accounts, accPubs, expires)
