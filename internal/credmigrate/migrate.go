@@ -140,6 +140,16 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 		return r, errConflict(fmt.Sprintf("%d users already hold a different credential in users.nats_* (--on-conflict fail); see the report's conflict_user_ids", p.Conflicts))
 	}
 
+	// Plaintext passwords are independent of the credentials: they are
+	// rehashed before the copy, while the users rows are still small to
+	// scan (after it they carry the credentials).
+	if err := m.timed(r, "scrub_passwords", func() (err error) {
+		r.Passwords, err = m.ScrubPasswords(ctx)
+		return err
+	}); err != nil {
+		return r, err
+	}
+
 	start, phase := int64(0), phaseCopy
 	if !m.opts.DryRun {
 		if start, phase, err = m.startCheckpoint(ctx); err != nil {
@@ -218,13 +228,6 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 	}); err != nil {
 		return r, err
 	}
-	if err := m.timed(r, "scrub_passwords", func() (err error) {
-		r.Passwords, err = m.ScrubPasswords(ctx)
-		return err
-	}); err != nil {
-		return r, err
-	}
-
 	if v.Unverified > 0 {
 		r.note("nats_auth_sessions.credential_id kept: %d users are unverified", v.Unverified)
 		return r, mulchat.WrapError(mulchat.EINVALID, ErrUnverified,
