@@ -146,17 +146,22 @@ func (q *queries) RefreshUserNATSJWT(ctx context.Context, userID int64, c mulcha
 	if q.dialect == DialectPostgres && q.tx == nil && q.db != nil {
 		return q.db.refresh.do(ctx, userID, c)
 	}
-	return q.refreshOne(ctx, userID, c)
+	return q.refreshOne(ctx, userID, c, false)
 }
 
 // refreshOne is RefreshUserNATSJWT's one-row statement; outside a caller's
-// transaction on PostgreSQL it does not wait for the WAL flush.
-func (q *queries) refreshOne(ctx context.Context, userID int64, c mulchat.NATSCredential) (bool, error) {
+// transaction on PostgreSQL it does not wait for the WAL flush. With
+// skipLocked (PostgreSQL, refreshGroup) a row another transaction holds is
+// left alone at once rather than waited for.
+func (q *queries) refreshOne(ctx context.Context, userID int64, c mulchat.NATSCredential, skipLocked bool) (bool, error) {
 	query := `UPDATE users SET nats_jwt = $2, nats_seed_hash = $3, nats_account_public_key = $6
 		WHERE id = $1 AND is_active = $8 AND nats_public_key = $4 AND nats_expired_at IS NULL
 			AND nats_account_id = $5 AND nats_expires_at >= $7`
 	if q.dialect == DialectPostgres && q.tx == nil {
 		query += ` AND set_config('synchronous_commit', 'off', true) = 'off'`
+	}
+	if skipLocked {
+		query += ` AND id = (SELECT id FROM users WHERE id = $1 FOR UPDATE SKIP LOCKED)`
 	}
 	n, err := q.exec(ctx, errMsgs{}, query,
 		userID, nullString(c.JWT), nullString(c.SeedHash), c.PublicKey, c.AccountID,

@@ -152,6 +152,12 @@ func (g *refreshGroup) take() []*refreshCall {
 // commit does not wait for the WAL flush.
 func (q *queries) refreshBatch(ctx context.Context, batch []*refreshCall) (map[int64]bool, error) {
 	n := len(batch)
+	if n == 1 {
+		// Alone, a one-row statement is cheaper than unnesting arrays.
+		call := batch[0]
+		wrote, err := q.refreshOne(ctx, call.userID, call.c, true)
+		return map[int64]bool{call.userID: wrote}, err
+	}
 	var (
 		ids      = make([]int64, 0, n)
 		jwts     = make([]*string, 0, n)
