@@ -520,9 +520,11 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (
 			p.ToWrite++
 		}
 		if plan {
-			if u.empty() && d.action == actionCopy && w.ExpiresAt.verbatim() && w.ExpiredAt.verbatim() && !m.contested[w.PublicKey.String] {
+			if u.empty() && d.action == actionCopy && w.ExpiresAt.verbatim() && w.ExpiredAt.verbatim() {
 				// The batch scrubs the row's seed before the database
-				// copies it, so the copy equals the normalized row.
+				// copies it, so the copy equals the normalized row. A
+				// contested key (known once every range is read) sends the
+				// user to the fresh path instead (precheck).
 				pu.kind, pu.credID, pu.term = planDirect, w.ID, d.target.digest(id)
 				if w.PublicKey.Valid {
 					pu.keyHash = keyHash(w.PublicKey.String)
