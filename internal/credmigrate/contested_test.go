@@ -20,15 +20,7 @@ func TestContestedKeys(t *testing.T) {
 		ctx := context.Background()
 		e := newEnv(t, db, legacygen.Options{Users: 150, Seed: 11, PreexistingRate: -1, DeletedUserRate: 0.1})
 		e.adopt(t)
-		q := func(s string) string {
-			if e.dialect != "postgres" {
-				return s
-			}
-			for i := 1; strings.Contains(s, "?"); i++ {
-				s = strings.Replace(s, "?", "$"+string(rune('0'+i)), 1)
-			}
-			return s
-		}
+		q := e.placeholders
 		ids := func(query string) []int64 {
 			r, err := e.db.Query(query)
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,18 @@ func newEnv(t testing.TB, db *legacytest.DB, opts legacygen.Options) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	return &env{legacy: db, store: st, db: st.SQL(), dialect: st.Dialect(), res: res}
+}
+
+// placeholders rewrites a query's "?" placeholders as "$1", "$2", … on
+// PostgreSQL.
+func (e *env) placeholders(s string) string {
+	if e.dialect != "postgres" {
+		return s
+	}
+	for i := 1; strings.Contains(s, "?"); i++ {
+		s = strings.Replace(s, "?", "$"+strconv.Itoa(i), 1)
+	}
+	return s
 }
 
 func (e *env) adopt(t testing.TB) *credmigrate.AdoptReport {

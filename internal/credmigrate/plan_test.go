@@ -56,15 +56,7 @@ func TestPlanGoesStale(t *testing.T) {
 		ctx := context.Background()
 		e := newEnv(t, db, legacygen.Options{Users: 200, Seed: 9, PreexistingRate: -1, BadJWTRate: -1, SubjectMismatchRate: -1, DeletedUserRate: -1})
 		e.adopt(t)
-		q := func(s string) string {
-			if e.dialect != "postgres" {
-				return s
-			}
-			for i := 1; strings.Contains(s, "?"); i++ {
-				s = strings.Replace(s, "?", "$"+string(rune('0'+i)), 1)
-			}
-			return s
-		}
+		q := e.placeholders
 		// Users with exactly one legacy row, after the first batch (5
 		// users), with and without a raw seed.
 		pick := func(raw bool) []int64 {
