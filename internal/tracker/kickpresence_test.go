@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/mulchat/mulchat"
@@ -151,4 +152,32 @@ func (o onlyUser) PresenceChanged(ctx context.Context, userID int64, online bool
 		return nil
 	}
 	return o.n.PresenceChanged(ctx, userID, online)
+}
+
+// TestKickGoneConnection: kicking a connection the server no longer has (it
+// closed between the lookup and the kick, as when the server itself drops a
+// revoked connection) is not an error; a kick on a server that answers with
+// another error is.
+func TestKickGoneConnection(t *testing.T) {
+	st := rttest.NewStack(t, sqltest.OpenSQLite(t))
+	tr := startTracker(t, st, func(c *Config) { c.ReconcileInterval = -1 })
+	u := st.NewUser(t, "gone", 0)
+	nc := st.Connect(t, u)
+	cid, err := nc.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := st.NATS.NATS()
+	serverID := ns.ID()
+	nc.Close()
+	eventually(t, "connection closed on the server", func() bool {
+		conns, err := ns.Connz(&server.ConnzOptions{CID: cid})
+		return err == nil && len(conns.Conns) == 0
+	})
+	if err := tr.kick(context.Background(), serverID, cid); err != nil {
+		t.Fatalf("kick of a closed connection: %v", err)
+	}
+	if connectionGone(500, "some other failure") {
+		t.Fatal("another error counted as a gone connection")
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -274,10 +275,19 @@ func (t *Tracker) kick(ctx context.Context, serverID string, cid uint64) error {
 	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return mulchat.WrapError(mulchat.EINTERNAL, err, "kick: bad answer")
 	}
-	if r.Error != nil && r.Error.Code != 404 {
+	if r.Error != nil && !connectionGone(r.Error.Code, r.Error.Description) {
 		return mulchat.Errorf(mulchat.EUNAVAILABLE, "kick: server %s: %s", serverID, r.Error.Description)
 	}
 	return nil
+}
+
+// connectionGone reports whether a KICK error says the connection no longer
+// exists. nats-server answers that with status 500 and "no such client or
+// leafnode id" (v2.10-v2.15), which happens whenever the connection closed
+// between the lookup and the kick — for a revocation, typically because the
+// server closed the revoked connection itself on the claims update.
+func connectionGone(code int, description string) bool {
+	return code == 404 || strings.Contains(description, "no such client")
 }
 
 // KickSession disconnects one active session of userID. It implements
