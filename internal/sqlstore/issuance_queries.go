@@ -146,6 +146,17 @@ func (q *queries) RefreshUserNATSJWT(ctx context.Context, userID int64, c mulcha
 	if q.dialect == DialectPostgres && q.tx == nil && q.db != nil {
 		return q.db.refresh.do(ctx, userID, c)
 	}
+	if q.dialect == DialectSQLite && q.tx == nil && q.db != nil {
+		// One refresh at a time writes, queued in Go: SQLite's busy
+		// handler would otherwise put every refresh that meets another
+		// to sleep for a millisecond or more, for a write of about 15 µs.
+		select {
+		case q.db.sqliteRefresh <- struct{}{}:
+			defer func() { <-q.db.sqliteRefresh }()
+		case <-ctx.Done():
+			return false, q.translate(ctx, ctx.Err(), errMsgs{})
+		}
+	}
 	return q.refreshOne(ctx, userID, c, false)
 }
 

@@ -379,3 +379,51 @@ func TestRefreshSkipsLockedRow(t *testing.T) {
 		t.Errorf("locked user: JWT %q", got.JWT)
 	}
 }
+
+// TestSQLiteRefreshQueueHonoursContext: on SQLite refreshes write one at a
+// time; one queued behind a refresh that waits for the database's write lock
+// gives up when its own context ends instead of waiting its turn.
+func TestSQLiteRefreshQueueHonoursContext(t *testing.T) {
+	db := sqltest.OpenSQLite(t)
+	ctx := context.Background()
+	acc := newAccount(t, db, "chat")
+	expires := ts("2030-01-01T00:00:00Z")
+	var creds []mulchat.NATSCredential
+	var ids []int64
+	for i := range 2 {
+		u := newUser(t, db, fmt.Sprintf("user%d", i))
+		c := mulchat.NATSCredential{JWT: "old", PublicKey: fmt.Sprintf("UKEY%d", i), AccountID: acc.ID,
+			AccountPublicKey: acc.PublicKey, ExpiresAt: ptr(expires)}
+		mustNil(t, db.UpdateUserNATSCredential(ctx, u.ID, c))
+		c.JWT = "new"
+		creds = append(creds, c)
+		ids = append(ids, u.ID)
+	}
+	// Hold SQLite's write lock (BEGIN IMMEDIATE).
+	tx, err := db.SQL().BeginTx(ctx, nil)
+	mustNil(t, err)
+	defer tx.Rollback()
+
+	first := make(chan error, 1)
+	go func() {
+		ok, err := db.RefreshUserNATSJWT(ctx, ids[0], creds[0])
+		if err == nil && !ok {
+			err = fmt.Errorf("not written")
+		}
+		first <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the first refresh now waits for the lock
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if ok, err := db.RefreshUserNATSJWT(short, ids[1], creds[1]); err == nil || ok {
+		t.Fatalf("queued refresh: wrote %v, err %v; want the context's error", ok, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("queued refresh gave up after %v", d)
+	}
+	mustNil(t, tx.Rollback())
+	if err := <-first; err != nil {
+		t.Fatalf("first refresh: %v", err)
+	}
+}

@@ -49,6 +49,9 @@ type DB struct {
 	dialect  string
 	stmts    *stmtCache    // SQLite only; nil on PostgreSQL
 	refresh  *refreshGroup // PostgreSQL's same-key refreshes, written in groups
+	// sqliteRefresh lets one same-key refresh write at a time on SQLite
+	// (RefreshUserNATSJWT); nil on PostgreSQL.
+	sqliteRefresh chan struct{}
 }
 
 var _ mulchat.Store = (*DB)(nil)
@@ -103,6 +106,7 @@ func newDB(sqlDB *sql.DB, dialect string) *DB {
 	db := &DB{sql: sqlDB, dialect: dialect}
 	if dialect == DialectSQLite {
 		db.stmts = newStmtCache(sqlDB)
+		db.sqliteRefresh = make(chan struct{}, 1)
 	}
 	db.queries = &queries{x: db.execer(nil), dialect: dialect, db: db}
 	db.refresh = &refreshGroup{q: db.queries}
