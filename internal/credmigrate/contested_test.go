@@ -21,22 +21,8 @@ func TestContestedKeys(t *testing.T) {
 		e := newEnv(t, db, legacygen.Options{Users: 150, Seed: 11, PreexistingRate: -1, DeletedUserRate: 0.1})
 		e.adopt(t)
 		q := e.placeholders
-		ids := func(query string) []int64 {
-			r, err := e.db.Query(query)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			var out []int64
-			for r.Next() {
-				var id int64
-				r.Scan(&id)
-				out = append(out, id)
-			}
-			return out
-		}
-		users := ids("SELECT DISTINCT c.user_id FROM nats_user_credentials c JOIN users u ON u.id = c.user_id WHERE c.public_key IS NOT NULL ORDER BY c.user_id")
-		orphans := ids("SELECT DISTINCT user_id FROM nats_user_credentials c WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = c.user_id) AND public_key IS NOT NULL ORDER BY user_id")
+		users := e.ids(t, "SELECT DISTINCT c.user_id FROM nats_user_credentials c JOIN users u ON u.id = c.user_id WHERE c.public_key IS NOT NULL ORDER BY c.user_id")
+		orphans := e.ids(t, "SELECT DISTINCT user_id FROM nats_user_credentials c WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = c.user_id) AND public_key IS NOT NULL ORDER BY user_id")
 		if len(users) < 12 || len(orphans) < 3 {
 			t.Fatalf("%d users, %d orphan user ids", len(users), len(orphans))
 		}
@@ -91,8 +77,12 @@ SELECT c.public_key FROM nats_user_credentials c JOIN users u ON u.nats_public_k
 		var want []int64
 		for uid, cid := range expectedWinners(t, e) {
 			var k, held string
-			e.db.QueryRow(q("SELECT coalesce(public_key, '') FROM nats_user_credentials WHERE id = ?"), cid).Scan(&k)
-			e.db.QueryRow(q("SELECT coalesce(nats_public_key, '') FROM users WHERE id = ?"), uid).Scan(&held)
+			if err := e.db.QueryRow(q("SELECT coalesce(public_key, '') FROM nats_user_credentials WHERE id = ?"), cid).Scan(&k); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.db.QueryRow(q("SELECT coalesce(nats_public_key, '') FROM users WHERE id = ?"), uid).Scan(&held); err != nil {
+				t.Fatal(err)
+			}
 			if oracle[k] && k != held {
 				want = append(want, uid)
 			}

@@ -65,6 +65,28 @@ func (e *env) placeholders(s string) string {
 	return s
 }
 
+// ids runs a query returning one integer column.
+func (e *env) ids(t testing.TB, query string, args ...any) []int64 {
+	t.Helper()
+	rows, err := e.db.Query(e.placeholders(query), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func (e *env) adopt(t testing.TB) *credmigrate.AdoptReport {
 	t.Helper()
 	r, err := credmigrate.Adopt(context.Background(), e.db, e.dialect, credmigrate.AdoptOptions{

@@ -64,18 +64,8 @@ func TestPlanGoesStale(t *testing.T) {
 			if raw {
 				cond = "seed_hash LIKE 'SU%'"
 			}
-			rows, err := e.db.Query("SELECT c.user_id FROM nats_user_credentials c JOIN users u ON u.id = c.user_id WHERE " + cond +
+			ids := e.ids(t, "SELECT c.user_id FROM nats_user_credentials c JOIN users u ON u.id = c.user_id WHERE "+cond+
 				" AND (SELECT count(*) FROM nats_user_credentials d WHERE d.user_id = c.user_id) = 1 ORDER BY c.user_id")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var ids []int64
-			for rows.Next() {
-				var id int64
-				rows.Scan(&id)
-				ids = append(ids, id)
-			}
 			if len(ids) < 4 {
 				t.Fatalf("only %d users with one row (raw seed %v)", len(ids), raw)
 			}
