@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime/pprof"
-	"strconv"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/mulchat/mulchat/internal/legacygen"
 	"github.com/mulchat/mulchat/internal/legacygen/legacytest"
 	"github.com/mulchat/mulchat/internal/sqlstore"
+	"github.com/mulchat/mulchat/internal/testenv"
 )
 
 // singleUpdate is the naive migration the toolkit is measured against: one
@@ -38,8 +38,8 @@ WHERE u.id = c.user_id`,
 // while an application writer updates random users and records its longest
 // wait. Run with -benchtime 1x; see BENCHMARKS.md.
 func BenchmarkMigration(b *testing.B) {
-	n := envInt("MULCHAT_BENCH_LEGACY_USERS", 20000)
-	batch := envInt("MULCHAT_BENCH_BATCH", 5000)
+	n := testenv.PositiveInt("MULCHAT_BENCH_LEGACY_USERS", 20000)
+	batch := testenv.PositiveInt("MULCHAT_BENCH_BATCH", 5000)
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		b.Run(dialect, func(b *testing.B) {
 			for range b.N {
@@ -47,13 +47,6 @@ func BenchmarkMigration(b *testing.B) {
 			}
 		})
 	}
-}
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
 }
 
 func benchOnce(b *testing.B, dialect string, n, batch int) {

@@ -6,20 +6,20 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
 
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/httpapi"
 	"github.com/mulchat/mulchat/internal/password"
 	"github.com/mulchat/mulchat/internal/sqlstore"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
-	"github.com/nats-io/jwt/v2"
-	"github.com/nats-io/nkeys"
+	"github.com/mulchat/mulchat/internal/testenv"
 )
 
 // The benchmarks of issue 2 (figures in BENCHMARKS.md): credential issuance
@@ -262,7 +262,7 @@ func BenchmarkPairLoginVsArgon2id(b *testing.B) {
 func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
 	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
 		e := newEnvWithLogger(b, db, nil, noLimit)
-		clients := envInt("MULCHAT_BENCH_CLIENTS", 8)
+		clients := testenv.PositiveInt("MULCHAT_BENCH_CLIENTS", 8)
 		type client struct {
 			id    int64
 			token string
@@ -360,13 +360,6 @@ func issueLean(hc *http.Client, url, token string, body []byte) error {
 		return fmt.Errorf("issue: %d %s", resp.StatusCode, raw)
 	}
 	return nil
-}
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
 }
 
 func reportPair(b *testing.B, name string, d time.Duration, rawName string, raw time.Duration) {

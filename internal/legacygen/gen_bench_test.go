@@ -2,22 +2,18 @@ package legacygen_test
 
 import (
 	"context"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/mulchat/mulchat/internal/legacygen"
 	"github.com/mulchat/mulchat/internal/legacygen/legacytest"
+	"github.com/mulchat/mulchat/internal/testenv"
 )
 
 // BenchmarkGenerate measures generation of MULCHAT_BENCH_LEGACY_USERS users
 // (default 10000) on each database.
 func BenchmarkGenerate(b *testing.B) {
-	n := 10000
-	if v, err := strconv.Atoi(os.Getenv("MULCHAT_BENCH_LEGACY_USERS")); err == nil && v > 0 {
-		n = v
-	}
+	n := testenv.PositiveInt("MULCHAT_BENCH_LEGACY_USERS", 10000)
 	for _, d := range []string{"sqlite", "postgres"} {
 		b.Run(d, func(b *testing.B) {
 			for range b.N {

@@ -22,6 +22,7 @@ import (
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/router/rttest"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/mulchat/mulchat/internal/testenv"
 )
 
 // Benchmarks of the router against raw NATS on the same embedded server, all
@@ -36,12 +37,7 @@ import (
 
 // window is how many sends each sender keeps in flight
 // (MULCHAT_BENCH_WINDOW overrides it).
-var window = func() int {
-	if n, err := strconv.Atoi(os.Getenv("MULCHAT_BENCH_WINDOW")); err == nil && n > 0 {
-		return n
-	}
-	return 64
-}()
+var window = testenv.PositiveInt("MULCHAT_BENCH_WINDOW", 64)
 
 type latencies struct {
 	mu sync.Mutex

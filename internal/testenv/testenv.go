@@ -9,8 +9,18 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"testing"
 )
+
+// PositiveInt returns the positive integer in environment variable name (a
+// benchmark's size, say), or def when it is unset or not one.
+func PositiveInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
 
 // RequireAll reports whether skips are forbidden in this run.
 func RequireAll() bool { return os.Getenv("MULCHAT_TEST_REQUIRE_ALL") == "1" }
