@@ -132,12 +132,27 @@ func (m *Migrator) legacyRows(ctx context.Context, q queryer, lo, hi int64) (map
 	return m.legacyRowsWhere(ctx, q, m.q("user_id > ? AND user_id <= ?"), lo, hi)
 }
 
+// idIn is the condition "column is one of the ids" on the query's first
+// parameter, which idsArg gives: an array on PostgreSQL, a JSON array read by
+// json_each on SQLite.
+func (m *Migrator) idIn(column string) string {
+	if m.dialect == Postgres {
+		return column + " = ANY($1::bigint[])"
+	}
+	return column + " IN (SELECT value FROM json_each(?))"
+}
+
+// idsArg is the parameter of idIn's condition.
+func (m *Migrator) idsArg(ids []int64) any {
+	if m.dialect == Postgres {
+		return ids
+	}
+	return idsJSON(ids)
+}
+
 // legacyRowsOf reads the legacy rows of the given user ids, grouped by user.
 func (m *Migrator) legacyRowsOf(ctx context.Context, q queryer, ids []int64) (map[int64][]*legacyRow, error) {
-	if m.dialect == Postgres {
-		return m.legacyRowsWhere(ctx, q, "user_id = ANY($1::bigint[])", ids)
-	}
-	return m.legacyRowsWhere(ctx, q, "user_id IN (SELECT value FROM json_each(?))", idsJSON(ids))
+	return m.legacyRowsWhere(ctx, q, m.idIn("user_id"), m.idsArg(ids))
 }
 
 func (m *Migrator) legacyRowsWhere(ctx context.Context, q queryer, where string, args ...any) (map[int64][]*legacyRow, error) {
@@ -449,18 +464,11 @@ WHERE `+where, pairsJSON(ups))
 // userCredsByID reads users.nats_* of the given users (forUpdate: see
 // userCreds).
 func (m *Migrator) userCredsByID(ctx context.Context, q queryer, ids []int64, forUpdate bool) (map[int64]*cred, error) {
-	var rows *sql.Rows
-	var err error
-	if m.dialect == Postgres {
-		lock := ""
-		if forUpdate {
-			lock = " FOR UPDATE"
-		}
-		rows, err = q.QueryContext(ctx, userCredSelect+" WHERE id = ANY($1::bigint[])"+lock, ids)
-	} else {
-		rows, err = q.QueryContext(ctx, userCredSelect+" WHERE id IN (SELECT value FROM json_each(?))", idsJSON(ids))
+	lock := ""
+	if forUpdate && m.dialect == Postgres {
+		lock = " FOR UPDATE"
 	}
-	return scanUserCreds(rows, err)
+	return scanUserCreds(q.QueryContext(ctx, userCredSelect+" WHERE "+m.idIn("id")+lock, m.idsArg(ids)))
 }
 
 // writeUsers writes the seven columns of each update.
@@ -606,7 +614,7 @@ func (m *Migrator) runPlannedBatch(ctx context.Context, tx *sql.Tx, after int64,
 	}
 	var direct []userUpdate
 	for _, p := range plan {
-		if p.kind == planDirect {
+		if p.direct {
 			direct = append(direct, userUpdate{id: p.id, credID: p.credID})
 		}
 	}
@@ -617,7 +625,7 @@ func (m *Migrator) runPlannedBatch(ctx context.Context, tx *sql.Tx, after int64,
 	var rest []int64 // users for the fresh path
 	var terms []digest256
 	for _, p := range plan {
-		if p.kind == planDirect && copied[p.id] {
+		if p.direct && copied[p.id] {
 			terms = append(terms, p.term)
 			continue
 		}

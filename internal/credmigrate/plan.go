@@ -42,29 +42,21 @@ func keyHash(s string) uint64 {
 	return h
 }
 
-// Kinds of planned users.
-const (
-	// planDirect: the user existed with empty users.nats_*; the decision is
-	// a copy of the winning row as stored (after its seed is scrubbed), so
-	// the database copies it and the pre-check's digest term stands.
-	planDirect = iota
-	// planOrphan: legacy rows of a user id that did not exist.
-	planOrphan
-	// planFresh: anything else (users.nats_* held something, timestamps to
-	// rewrite, a contested key): the batch reads the user's rows again and
-	// decides as the fresh path does.
-	planFresh
-)
-
 // plannedUser is one user id of the plan. It is kept small: a million
 // users take about 64 MB.
+//
+// A direct user existed with empty users.nats_*, and the decision is a copy
+// of the winning row as stored (after its seed is scrubbed): the database
+// copies it and the pre-check's digest term stands. Any other user (legacy
+// rows of a user id that does not exist, users.nats_* holding something,
+// timestamps to rewrite, a contested key) is read again by its batch, which
+// decides as the fresh path does.
 type plannedUser struct {
 	id      int64
-	credID  int64     // planDirect: the winning legacy row
-	term    digest256 // planDirect: the digest term of the credential as migrated
-	keyHash uint64    // planDirect: keyHash of the winning row's public key
-	rows    int32     // legacy rows of the user id
-	kind    uint8
+	credID  int64     // direct: the winning legacy row
+	term    digest256 // direct: the digest term of the credential as migrated
+	keyHash uint64    // direct: keyHash of the winning row's public key
+	direct  bool
 }
 
 // seedRow is a legacy row holding a raw nkey seed, to be replaced by its

@@ -80,8 +80,8 @@ func (m *Migrator) precheck(ctx context.Context, plan bool) (*Precheck, *copyPla
 			hashes[keyHash(k)] = true
 		}
 		for i := range cp.users {
-			if u := &cp.users[i]; u.kind == planDirect && hashes[u.keyHash] {
-				u.kind = planFresh
+			if u := &cp.users[i]; u.direct && hashes[u.keyHash] {
+				u.direct = false
 			}
 		}
 	}
@@ -163,12 +163,8 @@ func (m *Migrator) contestedKeys(ctx context.Context, uses []keyUse) (map[string
 		return out, nil
 	}
 	ids := slices.Sorted(maps.Keys(cand))
-	in := "user_id IN (SELECT value FROM json_each(?))"
-	var arg any = idsJSON(ids)
-	if m.dialect == Postgres {
-		in, arg = "user_id = ANY($1::bigint[])", ids
-	}
-	exist, err := queryIDs(ctx, m.db, "SELECT id FROM users WHERE "+strings.Replace(in, "user_id", "id", 1), arg)
+	arg := m.idsArg(ids)
+	exist, err := queryIDs(ctx, m.db, "SELECT id FROM users WHERE "+m.idIn("id"), arg)
 	if err != nil {
 		return nil, internal(err, "pre-check: reading users")
 	}
@@ -177,7 +173,7 @@ func (m *Migrator) contestedKeys(ctx context.Context, uses []keyUse) (map[string
 		existing[id] = true
 	}
 	byKey := map[string][]int64{}
-	rows, err = m.db.QueryContext(ctx, "SELECT user_id, public_key FROM "+LegacyTable+" WHERE public_key IS NOT NULL AND "+in, arg)
+	rows, err = m.db.QueryContext(ctx, "SELECT user_id, public_key FROM "+LegacyTable+" WHERE public_key IS NOT NULL AND "+m.idIn("user_id"), arg)
 	if err != nil {
 		return nil, internal(err, "pre-check: reading legacy public keys")
 	}
@@ -486,13 +482,12 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (
 				cp.keys = append(cp.keys, keyUse{hash: keyHash(r.PublicKey.String), uid: id})
 			}
 		}
-		pu := plannedUser{id: id, rows: int32(min(len(rows), 1<<31-1)), kind: planFresh}
+		pu := plannedUser{id: id}
 		if !ok {
 			p.OrphanUsers++
 			p.OrphanRows += int64(len(rows))
 			p.sample("orphan_user_ids", id)
 			if plan {
-				pu.kind = planOrphan
 				cp.users = append(cp.users, pu)
 			}
 			continue
@@ -525,7 +520,7 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (
 				// copies it, so the copy equals the normalized row. A
 				// contested key (known once every range is read) sends the
 				// user to the fresh path instead (precheck).
-				pu.kind, pu.credID, pu.term = planDirect, w.ID, d.target.digest(id)
+				pu.direct, pu.credID, pu.term = true, w.ID, d.target.digest(id)
 				if w.PublicKey.Valid {
 					pu.keyHash = keyHash(w.PublicKey.String)
 				}
