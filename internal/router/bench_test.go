@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -303,13 +302,13 @@ func BenchmarkRouterVsRawAsync(b *testing.B) {
 				// pays for collecting the other's garbage (the router's
 				// allocations otherwise slowed the raw half after it).
 				runtime.GC()
-				c0, io0 := processCPU(), processIO()
+				c0, io0 := testenv.ProcessCPU(), processIO()
 				rawRate := float64(n) / rawAsync(b, js, n).Seconds()
-				c1, io1 := processCPU(), processIO()
+				c1, io1 := testenv.ProcessCPU(), processIO()
 				runtime.GC()
-				c2, io2 := processCPU(), processIO()
+				c2, io2 := testenv.ProcessCPU(), processIO()
 				routerRate := float64(n) / g.run(n).Seconds()
-				c3, io3 := processCPU(), processIO()
+				c3, io3 := testenv.ProcessCPU(), processIO()
 				rawCPU += c1 - c0
 				routerCPU += c3 - c2
 				rawIO = rawIO.add(io1.sub(io0))
@@ -340,15 +339,6 @@ func BenchmarkRouterVsRawAsync(b *testing.B) {
 			g.report()
 		})
 	}
-}
-
-// processCPU is the CPU time (user and system) the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // ioCount is the process's read and write system calls (/proc/self/io).

@@ -248,8 +248,7 @@ func barrier(t *testing.T, r *Router, c *client) {
 	n := len(c.events)
 	c.mu.Unlock()
 	for _, nc := range conns {
-		data, _ := json.Marshal(mulchat.Event{Type: mulchat.EventCredential, Change: "barrier"})
-		if err := nc.Publish(mulchat.UserSubject(c.u.ID, "event"), data); err != nil {
+		if err := publishUserEvent(nc, time.Now(), c.u.ID, &mulchat.Event{Type: mulchat.EventCredential, Change: "barrier"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := nc.Flush(); err != nil {

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/mulchat/mulchat/internal/authority"
 	"github.com/mulchat/mulchat/internal/router/rttest"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
+	"github.com/mulchat/mulchat/internal/testenv"
 )
 
 // BenchmarkHoldConnections opens b.N connections with mulchat credentials
@@ -73,7 +73,7 @@ func benchHold(b *testing.B, tracked bool) {
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	b.ResetTimer()
-	start, cpuStart := time.Now(), processCPU()
+	start, cpuStart := time.Now(), testenv.ProcessCPU()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func benchHold(b *testing.B, tracked bool) {
 	// so it includes all of the tracker's work (and the row counting
 	// below).
 	cpuPer := func(unit string) {
-		b.ReportMetric(float64((processCPU()-cpuStart+childCPU).Microseconds())/float64(b.N), unit)
+		b.ReportMetric(float64((testenv.ProcessCPU()-cpuStart+childCPU).Microseconds())/float64(b.N), unit)
 	}
 	cpuPer("cpu-µs/connect")
 	if !tracked {
@@ -132,15 +132,6 @@ func benchHold(b *testing.B, tracked bool) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rows/s")
 	cpuPer("cpu-µs/row")
 	b.StopTimer()
-}
-
-// processCPU is the CPU time (user and system) this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestHelperHoldConnections is the child of BenchmarkHoldConnections; it
@@ -171,7 +162,7 @@ func TestHelperHoldConnections(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	fmt.Printf("connected %d %d\n", n, processCPU())
+	fmt.Printf("connected %d %d\n", n, testenv.ProcessCPU())
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // until the parent closes stdin
 	for _, nc := range conns {
 		if nc != nil {
