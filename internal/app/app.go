@@ -516,7 +516,8 @@ func (m *Main) waitJetStream(ctx context.Context) error {
 	}
 }
 
-// ready reports whether mulchat's NATS connections are up.
+// ready reports whether mulchat's NATS connections are up and, where a
+// router runs, whether its delivery still works (Router.Healthy).
 func (m *Main) ready(ctx context.Context) error {
 	for _, nc := range []*nats.Conn{m.sysConn, m.chatConn} {
 		if nc == nil || !nc.IsConnected() {

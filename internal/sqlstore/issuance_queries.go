@@ -143,10 +143,10 @@ func (q *queries) RefreshUserNATSJWT(ctx context.Context, userID int64, c mulcha
 	if c.PublicKey == "" || c.AccountID == 0 || c.ExpiresAt == nil {
 		return false, nil
 	}
-	if q.dialect == DialectPostgres && q.tx == nil && q.db != nil {
+	if q.tx == nil && q.dialect == DialectPostgres {
 		return q.db.refresh.do(ctx, userID, c)
 	}
-	if q.dialect == DialectSQLite && q.tx == nil && q.db != nil {
+	if q.tx == nil && q.dialect == DialectSQLite {
 		// One refresh at a time writes, queued in Go: SQLite's busy
 		// handler would otherwise put every refresh that meets another
 		// to sleep for a millisecond or more, for a write of about 15 µs.
@@ -157,22 +157,20 @@ func (q *queries) RefreshUserNATSJWT(ctx context.Context, userID int64, c mulcha
 			return false, q.translate(ctx, ctx.Err(), errMsgs{})
 		}
 	}
-	return q.refreshOne(ctx, userID, c, false)
+	return q.refreshOne(ctx, userID, c)
 }
 
-// refreshOne is RefreshUserNATSJWT's one-row statement; outside a caller's
-// transaction on PostgreSQL it does not wait for the WAL flush. With
-// skipLocked (PostgreSQL, refreshGroup) a row another transaction holds is
-// left alone at once rather than waited for.
-func (q *queries) refreshOne(ctx context.Context, userID int64, c mulchat.NATSCredential, skipLocked bool) (bool, error) {
+// refreshOne is RefreshUserNATSJWT's one-row statement. Outside a caller's
+// transaction on PostgreSQL (refreshGroup's lone refresh) it does not wait
+// for the WAL flush, and it leaves a row another transaction holds alone at
+// once rather than waiting for it.
+func (q *queries) refreshOne(ctx context.Context, userID int64, c mulchat.NATSCredential) (bool, error) {
 	query := `UPDATE users SET nats_jwt = $2, nats_seed_hash = $3, nats_account_public_key = $6
 		WHERE id = $1 AND is_active = $8 AND nats_public_key = $4 AND nats_expired_at IS NULL
 			AND nats_account_id = $5 AND nats_expires_at >= $7`
 	if q.dialect == DialectPostgres && q.tx == nil {
-		query += ` AND set_config('synchronous_commit', 'off', true) = 'off'`
-	}
-	if skipLocked {
-		query += ` AND id = (SELECT id FROM users WHERE id = $1 FOR UPDATE SKIP LOCKED)`
+		query += ` AND set_config('synchronous_commit', 'off', true) = 'off'
+			AND id = (SELECT id FROM users WHERE id = $1 FOR UPDATE SKIP LOCKED)`
 	}
 	n, err := q.exec(ctx, errMsgs{}, query,
 		userID, nullString(c.JWT), nullString(c.SeedHash), c.PublicKey, c.AccountID,

@@ -382,7 +382,10 @@ func TestRefreshSkipsLockedRow(t *testing.T) {
 
 // TestSQLiteRefreshQueueHonoursContext: on SQLite refreshes write one at a
 // time; one queued behind a refresh that waits for the database's write lock
-// gives up when its own context ends instead of waiting its turn.
+// gives up when its own context ends instead of waiting its turn. (With a
+// queue that ignored the context, a plain mutex, it waits out the other's
+// 10 s busy timeout and this test fails; without any queue it passes, as the
+// driver's busy wait ends with the context too.)
 func TestSQLiteRefreshQueueHonoursContext(t *testing.T) {
 	db := sqltest.OpenSQLite(t)
 	ctx := context.Background()

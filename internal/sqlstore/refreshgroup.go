@@ -58,12 +58,7 @@ type refreshResult struct {
 // do writes one refresh (c.ExpiresAt set) with whichever statement is next.
 // Bad text is refused here, before the call can share a statement.
 func (g *refreshGroup) do(ctx context.Context, userID int64, c mulchat.NATSCredential) (bool, error) {
-	for _, s := range []string{c.JWT, c.SeedHash, c.PublicKey, c.AccountPublicKey} {
-		if !validText(s) {
-			return false, errBadText()
-		}
-	}
-	if _, err := TimeValue(DialectPostgres, *c.ExpiresAt); err != nil {
+	if _, err := g.q.args([]any{c.JWT, c.SeedHash, c.PublicKey, c.AccountPublicKey, *c.ExpiresAt}); err != nil {
 		return false, err
 	}
 	call := &refreshCall{userID: userID, c: c}
@@ -155,7 +150,7 @@ func (q *queries) refreshBatch(ctx context.Context, batch []*refreshCall) (map[i
 	if n == 1 {
 		// Alone, a one-row statement is cheaper than unnesting arrays.
 		call := batch[0]
-		wrote, err := q.refreshOne(ctx, call.userID, call.c, true)
+		wrote, err := q.refreshOne(ctx, call.userID, call.c)
 		return map[int64]bool{call.userID: wrote}, err
 	}
 	var (

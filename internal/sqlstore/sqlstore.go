@@ -48,7 +48,7 @@ type DB struct {
 	sql      *sql.DB
 	dialect  string
 	stmts    *stmtCache    // SQLite only; nil on PostgreSQL
-	refresh  *refreshGroup // PostgreSQL's same-key refreshes, written in groups
+	refresh  *refreshGroup // PostgreSQL's same-key refreshes, written in groups; nil on SQLite
 	// sqliteRefresh lets one same-key refresh write at a time on SQLite
 	// (RefreshUserNATSJWT); nil on PostgreSQL.
 	sqliteRefresh chan struct{}
@@ -109,7 +109,9 @@ func newDB(sqlDB *sql.DB, dialect string) *DB {
 		db.sqliteRefresh = make(chan struct{}, 1)
 	}
 	db.queries = &queries{x: db.execer(nil), dialect: dialect, db: db}
-	db.refresh = &refreshGroup{q: db.queries}
+	if dialect == DialectPostgres {
+		db.refresh = &refreshGroup{q: db.queries}
+	}
 	return db
 }
 
