@@ -35,7 +35,8 @@ type Queries interface {
 	// The user's NATS credential on the user row: the query methods the
 	// migration guide names for the new structure.
 	GetUserNATSCredential(ctx context.Context, userID int64) (NATSCredential, error)
-	// UpdateUserNATSCredential writes all seven users.nats_* columns.
+	// UpdateUserNATSCredential writes all seven users.nats_* columns, except
+	// that a later recorded expiry of the same key, unrevoked, is kept.
 	UpdateUserNATSCredential(ctx context.Context, userID int64, c NATSCredential) error
 	// ExpireUserNATSCredential sets nats_expired_at; ENOTFOUND if the user has
 	// no credential.

@@ -195,9 +195,10 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 				return err
 			}
 		}
-		rec := cred
-		rec.ExpiresAt = recordedExpiry(prev, publicKey, exp)
-		return q.UpdateUserNATSCredential(ctx, userID, rec)
+		// The store keeps a later recorded expiry of the same key,
+		// unrevoked (a racing refresh with a longer TTL), on the row as
+		// it is when written.
+		return q.UpdateUserNATSCredential(ctx, userID, cred)
 	})
 	if err != nil {
 		return nil, err
@@ -262,7 +263,7 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 		cred.JWT = token
 		cred.AccountID = a.chat.id
 		cred.AccountPublicKey = a.chat.pub
-		cred.ExpiresAt = recordedExpiry(cur.NATS, publicKey, exp)
+		cred.ExpiresAt = &exp // the store keeps a later one of this key
 		return q.UpdateUserNATSCredential(ctx, userID, cred)
 	})
 	if err != nil {
@@ -331,20 +332,6 @@ func (a *Authority) refreshExpiry(now time.Time, ttl time.Duration, exp, recorde
 		exp = limit
 	}
 	return exp, false
-}
-
-// recordedExpiry is the nats_expires_at to store with a new JWT of
-// publicKey expiring at exp, when the row, read in the writing transaction,
-// holds prev: the later of exp and prev's expiry if prev is the same key,
-// unrevoked. The recorded expiry is the latest expiry of any JWT of the
-// current key, and a refresh racing another one with a longer TTL must not
-// lower it (see sqlstore's keepLaterExpiry for the one-statement paths).
-func recordedExpiry(prev mulchat.NATSCredential, publicKey string, exp time.Time) *time.Time {
-	if prev.PublicKey == publicKey && prev.ExpiredAt == nil && prev.ExpiresAt != nil && prev.ExpiresAt.After(exp) {
-		later := *prev.ExpiresAt
-		return &later
-	}
-	return &exp
 }
 
 // replaces reports whether storing a credential for publicKey replaces prev

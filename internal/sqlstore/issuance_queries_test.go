@@ -206,8 +206,8 @@ func TestRefreshUserNATSJWT(t *testing.T) {
 // TestSetCredentialKeepsLaterExpiry: a refresh of the same unrevoked key
 // written after a concurrent one with a longer TTL keeps the later recorded
 // expiry (the key's revocation entry is pruned at it), on both statements of
-// SetUserNATSCredentialIfNothingToRevoke; a new key or a revoked one takes
-// the expiry given.
+// SetUserNATSCredentialIfNothingToRevoke and on UpdateUserNATSCredential; a
+// new key or a revoked one takes the expiry given.
 func TestSetCredentialKeepsLaterExpiry(t *testing.T) {
 	sqltest.ForEachDB(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
@@ -227,6 +227,15 @@ func TestSetCredentialKeepsLaterExpiry(t *testing.T) {
 			if !wrote || got.NATS.JWT != "short" || got.NATS.ExpiresAt == nil || !got.NATS.ExpiresAt.Equal(long) {
 				t.Fatalf("account %d: wrote %v, stored %q expiring %v; want the new JWT with the later expiry %v",
 					accountID, wrote, got.NATS.JWT, got.NATS.ExpiresAt, long)
+			}
+			// So does the general write (UpdateUserNATSCredential).
+			c.JWT = "short again"
+			mustNil(t, db.UpdateUserNATSCredential(ctx, u.ID, c))
+			got, err = db.UserByID(ctx, u.ID)
+			mustNil(t, err)
+			if got.NATS.JWT != "short again" || got.NATS.ExpiresAt == nil || !got.NATS.ExpiresAt.Equal(long) {
+				t.Fatalf("account %d, UpdateUserNATSCredential: stored %q expiring %v; want the later expiry %v",
+					accountID, got.NATS.JWT, got.NATS.ExpiresAt, long)
 			}
 			// Another key takes the expiry it is given.
 			c.PublicKey, c.ExpiresAt = newKey, ptr(short)
