@@ -146,23 +146,24 @@ func (c *cache) roomSubjects(ctx context.Context, roomID int64) ([]string, error
 // and fresh, without reading anything (the fan-out's common case, which
 // then needs no context with a deadline).
 func (c *cache) cachedRoomSubjects(roomID int64) ([]string, bool) {
-	now := c.now()
+	e, fresh, _, _ := c.cachedRoom(roomID)
+	return e.subjects, fresh
+}
+
+// cachedRoom returns roomID's entry and whether it is fresh, with the time
+// of the lookup and the invalidation count then (for a read that follows).
+func (c *cache) cachedRoom(roomID int64) (e roomEntry, fresh bool, now time.Time, gen uint64) {
+	now = c.now()
 	c.mu.Lock()
 	e, ok := c.rooms[roomID]
+	gen = c.roomsGen
 	c.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.subjects, true
-	}
-	return nil, false
+	return e, ok && now.Before(e.expires), now, gen
 }
 
 func (c *cache) room(ctx context.Context, roomID int64) (roomEntry, error) {
-	now := c.now()
-	c.mu.Lock()
-	e, ok := c.rooms[roomID]
-	gen := c.roomsGen
-	c.mu.Unlock()
-	if ok && now.Before(e.expires) {
+	e, fresh, now, gen := c.cachedRoom(roomID)
+	if fresh {
 		return e, nil
 	}
 	ms, err := c.store.ListRoomMembers(ctx, roomID)

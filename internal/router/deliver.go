@@ -582,16 +582,6 @@ func (w *deliveryWorker) fanout(job deliveryJob) error {
 	return nil
 }
 
-// withSeq returns the delivery form of a stored message (appendWithSeq);
-// nil means undecodable.
-func withSeq(data []byte, roomID int64, seq uint64) []byte {
-	out, ok := appendWithSeq(nil, data, roomID, seq)
-	if !ok {
-		return nil
-	}
-	return out
-}
-
 // appendWithSeq appends the delivery form of a stored message to dst: the
 // stored JSON with its seq. The router stores messages with "seq":0 right
 // after room_id (encodeMessage), so the common case is a splice; anything

@@ -108,20 +108,25 @@ func TestHistoryPaging(t *testing.T) {
 	})
 }
 
-// TestWithSeq: the splice gives the same message as decoding and encoding.
-func TestWithSeq(t *testing.T) {
+// TestAppendWithSeq: the splice gives the same message as decoding and
+// encoding.
+func TestAppendWithSeq(t *testing.T) {
 	m := mulchat.Message{RoomID: 12, Sender: mulchat.Sender{ID: 3, Username: "a\"b"}, Text: `"seq":0, tricky`, ClientMsgID: "c"}
 	stored, _ := json.Marshal(&m)
 	for _, data := range [][]byte{stored, []byte(`{"text":"old layout","room_id":12,"sender":{"id":3,"username":"x"}}`)} {
+		out, ok := appendWithSeq(nil, data, 12, 987654)
+		if !ok {
+			t.Fatalf("%s: not decodable", data)
+		}
 		var got mulchat.Message
-		if err := json.Unmarshal(withSeq(data, 12, 987654), &got); err != nil {
+		if err := json.Unmarshal(out, &got); err != nil {
 			t.Fatalf("%s: %v", data, err)
 		}
 		if got.Seq != 987654 || got.RoomID != 12 {
 			t.Fatalf("got %+v", got)
 		}
 	}
-	if withSeq([]byte("not json"), 1, 1) != nil {
+	if _, ok := appendWithSeq(nil, []byte("not json"), 1, 1); ok {
 		t.Fatal("undecodable input accepted")
 	}
 }
