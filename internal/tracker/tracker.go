@@ -339,8 +339,7 @@ func (t *Tracker) writer() {
 			}
 		}
 		batch := []*connectEvent{ev}
-		first := time.Now()
-		last := first
+		last := time.Now()
 		linger.Reset(batchLinger)
 		idle.Reset(batchIdle)
 	more:
@@ -353,7 +352,8 @@ func (t *Tracker) writer() {
 				last = time.Now()
 			case <-idle.C:
 				wait := batchIdle - time.Since(last)
-				if wait <= 0 || time.Since(first) >= batchLinger {
+				if wait <= 0 { // the linger timer ends a batch that keeps going
+
 					break more
 				}
 				idle.Reset(wait)
