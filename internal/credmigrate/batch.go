@@ -346,14 +346,10 @@ func (m *Migrator) copyPlanned(ctx context.Context, tx *sql.Tx, ups []userUpdate
 		for i, u := range ups {
 			uids[i], cids[i] = u.id, u.credID
 		}
-		var cmp []string
-		for i := range fieldNames {
-			cmp = append(cmp, "u."+fieldNames[i]+" IS DISTINCT FROM c."+legacyNames[i])
-		}
 		rows, err = tx.QueryContext(ctx, `UPDATE users AS u SET `+directSet+`
 FROM unnest($1::bigint[], $2::bigint[]) AS v(uid, cid) JOIN `+LegacyTable+` AS c ON c.id = v.cid
 WHERE u.id = v.uid AND `+m.emptyUser("u")+guard+`
-RETURNING u.id, `+strings.Join(cmp, " OR "), uids, cids)
+RETURNING u.id, `+m.differs(), uids, cids)
 	} else {
 		rows, err = tx.QueryContext(ctx, `UPDATE users SET `+directSet+`
 FROM (SELECT CAST(key AS INTEGER) AS uid, value AS cid FROM json_each(?)) AS v
@@ -418,21 +414,27 @@ func pairsJSON(ups []userUpdate) string {
 	return string(append(b, '}'))
 }
 
+// differs is the SQL condition "users row u differs from legacy row c in
+// one of the seven columns" (NULL-safe).
+func (m *Migrator) differs() string {
+	distinct := " IS DISTINCT FROM "
+	if m.dialect == SQLite {
+		distinct = " IS NOT "
+	}
+	cmp := make([]string, len(fieldNames))
+	for i := range fieldNames {
+		cmp[i] = "u." + fieldNames[i] + distinct + "c." + legacyNames[i]
+	}
+	return strings.Join(cmp, " OR ")
+}
+
 // checkDirect compares, in the database, the seven columns of each user
 // copied by copyDirect with its legacy row, and returns the users that
 // differ (or are gone).
 func (m *Migrator) checkDirect(ctx context.Context, tx *sql.Tx, ups []userUpdate) (map[int64]bool, error) {
 	var rows *sql.Rows
 	var err error
-	distinct := " IS DISTINCT FROM "
-	if m.dialect == SQLite {
-		distinct = " IS NOT "
-	}
-	var cmp []string
-	for i := range fieldNames {
-		cmp = append(cmp, "u."+fieldNames[i]+distinct+"c."+legacyNames[i])
-	}
-	where := "u.id IS NULL OR c.id IS NULL OR " + strings.Join(cmp, " OR ")
+	where := "u.id IS NULL OR c.id IS NULL OR " + m.differs()
 	if m.dialect == Postgres {
 		uids, cids := make([]int64, len(ups)), make([]int64, len(ups))
 		for i, u := range ups {
