@@ -142,34 +142,13 @@ func (m *Migrator) scrubSeedColumn(ctx context.Context, table, column string, s 
 		chunk := all[i:min(i+m.opts.BatchSize, len(all))]
 		var done int64
 		err := m.inTx(ctx, !m.opts.DryRun, func(tx *sql.Tx) error {
-			done = 0
-			if m.dialect == Postgres {
-				// One statement per chunk.
-				ids, olds, news := make([]int64, len(chunk)), make([]string, len(chunk)), make([]string, len(chunk))
-				for i, f := range chunk {
-					ids[i], olds[i], news[i] = f.id, f.seed, seedHash(f.seed)
-				}
-				res, err := tx.ExecContext(ctx, "UPDATE "+table+" AS t SET "+column+" = v.h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, old, h) WHERE t.id = v.id AND t."+column+" = v.old", ids, olds, news)
-				if err != nil {
-					return err
-				}
-				done, _ = res.RowsAffected()
-				return nil
+			ids, olds, hashes := make([]int64, len(chunk)), make([]string, len(chunk)), make([]string, len(chunk))
+			for i, f := range chunk {
+				ids[i], olds[i], hashes[i] = f.id, f.seed, seedHash(f.seed)
 			}
-			st, err := tx.PrepareContext(ctx, "UPDATE "+table+" SET "+column+" = ? WHERE id = ? AND "+column+" = ?")
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			for _, f := range chunk {
-				res, err := st.ExecContext(ctx, seedHash(f.seed), f.id, f.seed)
-				if err != nil {
-					return err
-				}
-				k, _ := res.RowsAffected()
-				done += k
-			}
-			return nil
+			written, err := m.replaceSeeds(ctx, tx, table, column, ids, olds, hashes)
+			done = int64(len(written))
+			return err
 		})
 		if err != nil {
 			return 0, internal(err, "replacing raw seeds in "+table)
@@ -338,64 +317,36 @@ func (m *Migrator) scrubBatchSeeds(ctx context.Context, tx *sql.Tx, seeds []seed
 	for i, s := range seeds {
 		hashes[i] = seedHash(s.seed)
 	}
-	var n int
 	if m.dialect == Postgres {
 		if _, err := tx.ExecContext(ctx, "SELECT set_config('"+selfSetting+"', 'on', true)"); err != nil {
 			return err
 		}
-		ids, olds := make([]int64, len(seeds)), make([]string, len(seeds))
-		for i, s := range seeds {
-			ids[i], olds[i] = s.id, s.seed
-		}
-		rows, err := tx.QueryContext(ctx, "UPDATE "+LegacyTable+" AS t SET seed_hash = v.h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, old, h) "+
-			"WHERE t.id = v.id AND t.seed_hash = v.old RETURNING t.id, t.xmin::text", ids, olds, hashes)
-		if err != nil {
+	}
+	var mark int64
+	if m.dialect == SQLite && m.capturing {
+		if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(rowid), 0) FROM "+changedTable).Scan(&mark); err != nil {
 			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id int64
-			var xmin string
-			if err := rows.Scan(&id, &xmin); err != nil {
-				return err
-			}
-			n++
-			if r := byID[id]; r != nil {
-				r.xmin = xmin
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-	} else {
-		var mark int64
-		if m.capturing {
-			if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(rowid), 0) FROM "+changedTable).Scan(&mark); err != nil {
-				return err
-			}
-		}
-		stmt, err := tx.PrepareContext(ctx, "UPDATE "+LegacyTable+" SET seed_hash = ? WHERE id = ? AND seed_hash = ?")
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for i, s := range seeds {
-			res, err := stmt.ExecContext(ctx, hashes[i], s.id, s.seed)
-			if err != nil {
-				return err
-			}
-			k, err := res.RowsAffected()
-			if err != nil {
-				return err
-			}
-			n += int(k)
-		}
-		if m.capturing {
-			if _, err := tx.ExecContext(ctx, "DELETE FROM "+changedTable+" WHERE rowid > ?", mark); err != nil {
-				return err
-			}
 		}
 	}
+	ids, olds := make([]int64, len(seeds)), make([]string, len(seeds))
+	for i, s := range seeds {
+		ids[i], olds[i] = s.id, s.seed
+	}
+	written, err := m.replaceSeeds(ctx, tx, LegacyTable, "seed_hash", ids, olds, hashes)
+	if err != nil {
+		return err
+	}
+	for id, xmin := range written {
+		if r := byID[id]; r != nil && m.dialect == Postgres {
+			r.xmin = xmin
+		}
+	}
+	if m.dialect == SQLite && m.capturing {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+changedTable+" WHERE rowid > ?", mark); err != nil {
+			return err
+		}
+	}
+	n := len(written)
 	if n != len(seeds) {
 		return stale
 	}
@@ -410,4 +361,49 @@ func (m *Migrator) scrubBatchSeeds(ctx context.Context, tx *sql.Tx, seeds []seed
 		}
 	}
 	return nil
+}
+
+// replaceSeeds replaces, in table, column's value olds[i] by hashes[i] in row
+// ids[i] (distinct), each only if the row still holds that old value, and
+// returns the rows written with, on PostgreSQL, the row version each write
+// left ("" on SQLite): one statement on PostgreSQL, one prepared statement a
+// row on SQLite.
+func (m *Migrator) replaceSeeds(ctx context.Context, tx *sql.Tx, table, column string, ids []int64, olds, hashes []string) (map[int64]string, error) {
+	written := make(map[int64]string, len(ids))
+	if m.dialect == Postgres {
+		rows, err := tx.QueryContext(ctx, "UPDATE "+table+" AS t SET "+column+" = v.h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, old, h) "+
+			"WHERE t.id = v.id AND t."+column+" = v.old RETURNING t.id, t.xmin::text", ids, olds, hashes)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			var xmin string
+			if err := rows.Scan(&id, &xmin); err != nil {
+				return nil, err
+			}
+			written[id] = xmin
+		}
+		return written, rows.Err()
+	}
+	stmt, err := tx.PrepareContext(ctx, "UPDATE "+table+" SET "+column+" = ? WHERE id = ? AND "+column+" = ?")
+	if err != nil {
+		return nil, err
+	}
+	defer stmt.Close()
+	for i, id := range ids {
+		res, err := stmt.ExecContext(ctx, hashes[i], id, olds[i])
+		if err != nil {
+			return nil, err
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return nil, err
+		}
+		if k > 0 {
+			written[id] = ""
+		}
+	}
+	return written, nil
 }
