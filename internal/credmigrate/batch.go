@@ -810,6 +810,9 @@ type batchResult struct {
 // BatchSize at a time, and the pass ends with them: user ids the pre-check
 // did not see are the catch-up's.
 func (m *Migrator) passBatches(ctx context.Context, name string, start int64, plan *copyPlan, write, check, commit, checkpoint bool, total int64) (*PassStats, []batchResult, error) {
+	if plan != nil && write && check && commit && m.dialect == Postgres {
+		return m.copyPipelined(ctx, name, start, plan, checkpoint, total)
+	}
 	all := newPassStats()
 	var batches []batchResult
 	after := start
@@ -867,8 +870,7 @@ func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, p
 			return err
 		}
 		if checkpoint {
-			_, err = tx.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET last_user_id = ?, updated_at = ? WHERE name = ?"),
-				last, m.opts.Now().UTC().Format(time.RFC3339Nano), checkpointName)
+			err = m.setCheckpoint(ctx, tx, last)
 		}
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"hash"
 	"math/bits"
 	"strings"
 	"time"
@@ -123,10 +122,8 @@ func (d digest256) String() string {
 
 // digest returns the SHA-256 of c's canonical encoding, as a digest256 term.
 func (c *cred) digest(userID int64) digest256 {
-	h := sha256.New()
-	c.writeDigest(h, userID)
-	var sum [32]byte
-	h.Sum(sum[:0])
+	var arr [1024]byte
+	sum := sha256.Sum256(c.appendCanonical(arr[:0], userID))
 	var d digest256
 	for i := range d {
 		d[i] = binary.BigEndian.Uint64(sum[8*i:])
@@ -134,43 +131,41 @@ func (c *cred) digest(userID int64) digest256 {
 	return d
 }
 
-// writeDigest feeds c's canonical encoding to h.
-func (c *cred) writeDigest(h hash.Hash, userID int64) {
-	var buf [8]byte
-	binary.BigEndian.PutUint64(buf[:], uint64(userID))
-	h.Write(buf[:])
+// appendCanonical appends c's canonical encoding (the digest's input) to b:
+// the user id, then each column as 0 for NULL or 1 and its value (a string
+// with its length before it; integers and times in 8 bytes).
+func (c *cred) appendCanonical(b []byte, userID int64) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(userID))
 	str := func(s sql.NullString) {
 		if !s.Valid {
-			h.Write([]byte{0})
+			b = append(b, 0)
 			return
 		}
-		binary.BigEndian.PutUint64(buf[:], uint64(len(s.String)))
-		h.Write([]byte{1})
-		h.Write(buf[:])
-		h.Write([]byte(s.String))
+		b = append(b, 1)
+		b = binary.BigEndian.AppendUint64(b, uint64(len(s.String)))
+		b = append(b, s.String...)
 	}
 	tm := func(t nullTime) {
 		if !t.Valid {
-			h.Write([]byte{0})
+			b = append(b, 0)
 			return
 		}
-		h.Write([]byte{1})
-		binary.BigEndian.PutUint64(buf[:], uint64(t.Time.UnixMicro()))
-		h.Write(buf[:])
+		b = append(b, 1)
+		b = binary.BigEndian.AppendUint64(b, uint64(t.Time.UnixMicro()))
 	}
 	str(c.JWT)
 	str(c.SeedHash)
 	str(c.PublicKey)
 	if c.AccountID.Valid {
-		h.Write([]byte{1})
-		binary.BigEndian.PutUint64(buf[:], uint64(c.AccountID.Int64))
-		h.Write(buf[:])
+		b = append(b, 1)
+		b = binary.BigEndian.AppendUint64(b, uint64(c.AccountID.Int64))
 	} else {
-		h.Write([]byte{0})
+		b = append(b, 0)
 	}
 	str(c.AccountPublicKey)
 	tm(c.ExpiresAt)
 	tm(c.ExpiredAt)
+	return b
 }
 
 // nullTime is a nullable timestamp read from either database: a time.Time

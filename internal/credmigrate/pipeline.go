@@ -1,0 +1,152 @@
+package credmigrate
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+)
+
+// pipelineDepth is how many planned copy batches run at once on
+// PostgreSQL. A batch's UPDATE keeps one backend busy, so a single stream of
+// batches uses one core of the database server however many it has; with
+// two in flight the next batch's statements run while the previous one
+// writes and commits. Commits stay in user-id order (see flight), so the
+// checkpoint keeps its meaning: every batch up to it committed, none after.
+const pipelineDepth = 2
+
+// errPredecessorFailed rolls back a batch whose predecessor did not commit:
+// a batch commits only after every batch before it has.
+var errPredecessorFailed = errors.New("credential migration: an earlier batch did not commit")
+
+// flight is one planned batch of a pipelined copy. Its result is valid once
+// done is closed.
+type flight struct {
+	after int64
+	plan  []plannedUser
+	seeds []seedRow
+	done  chan struct{}
+
+	st   *PassStats
+	last int64
+	took time.Duration
+	err  error
+}
+
+// fly runs f in its own transaction: the batch's work first, then, once pred
+// (the batch before it, nil for the first) has committed, the checkpoint
+// and the commit. If pred failed, f rolls back and fails too; the driver
+// redoes the failed batch alone (copyPipelined). A lock f waits for while
+// pred waits for one f holds (two users claiming one key, written since the
+// pre-check) ends with pred's lock timeout: pred fails, f rolls back, and
+// the redo runs pred alone.
+func (m *Migrator) fly(ctx context.Context, f, pred *flight, checkpoint bool) {
+	defer close(f.done)
+	f.err = m.tryTx(ctx, true, func(tx *sql.Tx) error {
+		f.st = newPassStats()
+		start := time.Now()
+		last, err := m.runPlannedBatch(ctx, tx, f.after, f.plan, f.seeds, f.st)
+		f.took = time.Since(start)
+		if err != nil {
+			return err
+		}
+		if pred != nil {
+			<-pred.done
+			if pred.err != nil {
+				return errPredecessorFailed
+			}
+		}
+		f.last = last
+		if checkpoint {
+			return m.setCheckpoint(ctx, tx, last)
+		}
+		return nil
+	})
+}
+
+// copyPipelined is passBatches for the planned copy of a committing run on
+// PostgreSQL: up to pipelineDepth batches at once, committed in order. A
+// batch that fails (a lock or statement timeout, a stale plan) is redone
+// alone by oneBatch, with its retries and its fallback to fresh reads, once
+// the batches after it have rolled back; the pipeline then goes on.
+func (m *Migrator) copyPipelined(ctx context.Context, name string, start int64, plan *copyPlan, checkpoint bool, total int64) (*PassStats, []batchResult, error) {
+	all := newPassStats()
+	var batches []batchResult
+	prog := newProgress(m.opts.Progress, name, total, m.opts.Now)
+	defer prog.done()
+	var queue []*flight // in flight, in user-id order
+	next := start       // where the next batch to launch starts
+	committed := func(after, last int64, st *PassStats) error {
+		all.merge(st)
+		batches = append(batches, batchResult{lo: after, hi: last, st: st})
+		prog.add(st.Users + st.OrphanUsers)
+		if m.opts.BatchHook != nil {
+			return m.opts.BatchHook(ctx, last)
+		}
+		return nil
+	}
+	for {
+		for len(queue) < pipelineDepth {
+			planned, seeds := plan.next(next, m.opts.BatchSize)
+			if planned == nil {
+				break
+			}
+			f := &flight{after: next, plan: planned, seeds: seeds, done: make(chan struct{})}
+			var pred *flight
+			if len(queue) > 0 {
+				pred = queue[len(queue)-1]
+			}
+			go m.fly(ctx, f, pred, checkpoint)
+			queue = append(queue, f)
+			next = planned[len(planned)-1].id
+		}
+		if len(queue) == 0 {
+			break
+		}
+		f := queue[0]
+		<-f.done
+		if f.err == nil {
+			queue = queue[1:]
+			if err := committed(f.after, f.last, f.st); err != nil {
+				return nil, nil, m.land(queue, err)
+			}
+			continue
+		}
+		// The batches after f roll back (they wait for f); redo f alone.
+		for _, g := range queue[1:] {
+			<-g.done
+		}
+		queue = nil
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		m.log.Debug("credential migration: a pipelined batch failed; redoing it alone", "after_user_id", f.after, "err", f.err)
+		st, last, _, err := m.oneBatch(ctx, name, f.after, 0, f.plan, f.seeds, true, true, true, checkpoint)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := committed(f.after, last, st); err != nil {
+			return nil, nil, err
+		}
+		next = last
+	}
+	all.finish()
+	return all, batches, nil
+}
+
+// land waits for the batches still in flight (they commit or roll back on
+// their own) and returns err.
+func (m *Migrator) land(queue []*flight, err error) error {
+	for _, f := range queue {
+		<-f.done
+	}
+	return err
+}
+
+// setCheckpoint records, in a batch's transaction, that every user id up to
+// last has been copied.
+func (m *Migrator) setCheckpoint(ctx context.Context, tx *sql.Tx, last int64) error {
+	_, err := tx.ExecContext(ctx, m.q("UPDATE "+checkpointTable+" SET last_user_id = ?, updated_at = ? WHERE name = ?"),
+		last, m.opts.Now().UTC().Format(time.RFC3339Nano), checkpointName)
+	return err
+}
