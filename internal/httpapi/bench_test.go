@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -259,6 +262,11 @@ func BenchmarkPairLoginVsArgon2id(b *testing.B) {
 // statement baseline). The clients send a body encoded once
 // and check the answer's status and that it holds a JWT without decoding
 // it into a map, as a load generator would: what is measured is the server.
+// Per issuance it also reports the CPU this process used (cpu_us/issue:
+// server and clients), that of the PostgreSQL backends serving the test
+// database, read from /proc (pg_us/issue; the server must run on this
+// machine), and how many refreshes a grouped PostgreSQL statement carried
+// (rows/stmt, RefreshGroupStats).
 func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
 	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
 		e := newEnvWithLogger(b, db, nil, noLimit)
@@ -292,14 +300,22 @@ func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
 		accountPub, _ := account.PublicKey()
 		user, _ := nkeys.CreateUser()
 		userPub, _ := user.PublicKey()
-		var issue, raw, write time.Duration
+		backends := pgBackends(b, db)
+		var issue, raw, write, issueCPU, issuePG time.Duration
+		var statements, refreshes int64
 		const round = 256
 		b.ResetTimer()
 		for done := 0; done < b.N; done += round {
 			n := min(round, b.N-done)
+			s0, r0 := db.RefreshGroupStats()
+			pg0, cpu0 := backends.cpu(), testenv.ProcessCPU()
 			issue += inParallel(b, clients, n, func(w int) error {
 				return issueLean(hc, url, cs[w].token, cs[w].body)
 			})
+			issueCPU += testenv.ProcessCPU() - cpu0
+			issuePG += backends.cpu() - pg0
+			s1, r1 := db.RefreshGroupStats()
+			statements, refreshes = statements+s1-s0, refreshes+r1-r0
 			raw += inParallel(b, clients, n, func(int) error {
 				_, err := rawUserClaims(userPub, accountPub, time.Now()).Encode(signer)
 				return err
@@ -315,6 +331,16 @@ func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
 		// The database's part alone: the statement a covered refresh runs,
 		// from the same number of goroutines.
 		b.ReportMetric(float64(b.N)/write.Seconds(), "write/s")
+		// Where an issuance's CPU goes: this process (server and clients),
+		// and PostgreSQL's backends serving this database; and how many
+		// refreshes a grouped write carried on average.
+		b.ReportMetric(float64(issueCPU.Microseconds())/float64(b.N), "cpu_us/issue")
+		if db.Dialect() == sqlstore.DialectPostgres {
+			b.ReportMetric(float64(issuePG.Microseconds())/float64(b.N), "pg_us/issue")
+		}
+		if statements > 0 {
+			b.ReportMetric(float64(refreshes)/float64(statements), "rows/stmt")
+		}
 	})
 }
 
@@ -368,4 +394,52 @@ func reportPair(b *testing.B, name string, d time.Duration, rawName string, raw 
 	b.ReportMetric(n/d.Seconds(), name+"/s")
 	b.ReportMetric(n/raw.Seconds(), rawName+"/s")
 	b.ReportMetric(100*raw.Seconds()/d.Seconds(), "pct_of_raw")
+}
+
+// pgBackendSet finds the PostgreSQL backends serving one database, on the
+// same machine, to read their CPU time from /proc.
+type pgBackendSet struct{ name string }
+
+func pgBackends(b *testing.B, db *sqlstore.DB) pgBackendSet {
+	if db.Dialect() != sqlstore.DialectPostgres {
+		return pgBackendSet{}
+	}
+	var name string
+	if err := db.SQL().QueryRow("SELECT current_database()").Scan(&name); err != nil {
+		b.Fatal(err)
+	}
+	return pgBackendSet{name}
+}
+
+// cpu is the CPU time (user and system) used so far by the live backends of
+// the database; 0 where /proc cannot tell (SQLite, another machine).
+func (s pgBackendSet) cpu() time.Duration {
+	if s.name == "" {
+		return 0
+	}
+	dirs, _ := os.ReadDir("/proc")
+	var ticks int64
+	for _, d := range dirs {
+		if d.Name()[0] < '0' || d.Name()[0] > '9' {
+			continue
+		}
+		cmd, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		if err != nil || !bytes.HasPrefix(cmd, []byte("postgres: ")) || !bytes.Contains(cmd, []byte(" "+s.name+" ")) {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The fields after the command's closing parenthesis; utime and
+		// stime are the 14th and 15th of the line.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }

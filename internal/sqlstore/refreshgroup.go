@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mulchat/mulchat"
@@ -39,6 +40,20 @@ type refreshGroup struct {
 	mu      sync.Mutex
 	running bool
 	queue   []*refreshCall
+
+	// statements and refreshes count the statements run and the refreshes
+	// they carried, for RefreshGroupStats.
+	statements, refreshes atomic.Int64
+}
+
+// RefreshGroupStats reports how many statements PostgreSQL's grouped
+// same-key refreshes have run and how many refreshes they carried (zero on
+// SQLite): the benchmarks report the group size reached.
+func (db *DB) RefreshGroupStats() (statements, refreshes int64) {
+	if db.refresh == nil {
+		return 0, 0
+	}
+	return db.refresh.statements.Load(), db.refresh.refreshes.Load()
 }
 
 type refreshCall struct {
@@ -103,6 +118,8 @@ func (g *refreshGroup) lead(ctx context.Context, self *refreshCall, batch []*ref
 			}
 		}
 	}()
+	g.statements.Add(1)
+	g.refreshes.Add(int64(len(batch)))
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshGroupTimeout)
 	defer cancel()
 	written, err := g.q.refreshBatch(wctx, batch)
