@@ -94,7 +94,7 @@ type Authority struct {
 type accountKeys struct {
 	id        int64
 	pub       string
-	signer    nkeys.KeyPair
+	signer    *fastSigner
 	signerPub string
 }
 

@@ -109,3 +109,46 @@ func BenchmarkRawUserClaimsEncode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSignUserJWT is the signing step of an issuance as the authority
+// does it (signUser: a cached expanded key, encodeUserJWT) next to the same
+// claims encoded by jwt with that cached key ("library").
+func BenchmarkSignUserJWT(b *testing.B) {
+	kp, _ := nkeys.CreateAccount()
+	signer, err := newFastSigner(kp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	acct, _ := nkeys.CreateAccount()
+	acctPub, _ := acct.PublicKey()
+	user, _ := nkeys.CreateUser()
+	pub, _ := user.PublicKey()
+	b.Run("authority", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c := userJWT{name: "bench", subject: pub, issuerAccount: acctPub, expires: time.Now().Add(time.Hour).Unix(),
+				pubAllow: allow(make([]string, 0, 2), "chat.send.*.42", "chat.api.42.>"),
+				subAllow: allow(make([]string, 0, 2), "chat.user.42.>", "_INBOX.42.>")}
+			if _, err := signer.encodeUserJWT(&c, time.Now().Unix()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("library", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			uc := jwt.NewUserClaims(pub)
+			uc.Name = "bench"
+			uc.IssuerAccount = acctPub
+			uc.Expires = time.Now().Add(time.Hour).Unix()
+			uc.Pub.Allow.Add("chat.send.*.42", "chat.api.42.>")
+			uc.Sub.Allow.Add("chat.user.42.>", "_INBOX.42.>")
+			uc.Limits.Payload = UserMaxPayload
+			uc.Limits.Subs = UserMaxSubs
+			uc.Limits.Data = jwt.NoLimit
+			if _, err := uc.Encode(signer); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
