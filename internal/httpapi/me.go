@@ -132,9 +132,18 @@ func (s *Server) credentialJSON(c *Credential) credentialResponse {
 
 func (s *Server) handleIssueCredential(w http.ResponseWriter, r *http.Request, sess *session) {
 	var req issueRequest
-	if err := decodeOptionalJSON(w, r, &req); err != nil {
+	body, err := readBody(w, r)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if key, ok := refreshBody(body); ok {
+		req.PublicKey = key
+	} else if len(bytes.TrimSpace(body)) > 0 {
+		if err := decodeBody(body, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	if req.PublicKey != "" && !nkeys.IsValidPublicUserKey(req.PublicKey) {
 		s.writeError(w, r, mulchat.Errorf(mulchat.EINVALID, "public_key must be a NATS user public key (starting with U)"))
@@ -153,7 +162,92 @@ func (s *Server) handleIssueCredential(w http.ResponseWriter, r *http.Request, s
 		slog.Bool("server_generated", len(c.Seed) > 0))
 	s.credentialNotice(r.Context(), sess.user.ID, mulchat.CredentialIssued, &c.ExpiresAt)
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, s.credentialJSON(c))
+	writeCredentialJSON(w, http.StatusCreated, s.credentialJSON(c))
+}
+
+// refreshBody recognises the body a client refreshing its own key's JWT
+// sends, exactly {"public_key":"U…"} with a well-formed public key (56
+// characters of base32), and returns the key; decodeBody would give the
+// same request, at several times the cost. Any other body is for decodeBody.
+func refreshBody(body []byte) (string, bool) {
+	const prefix, suffix, keyLen = `{"public_key":"`, `"}`, 56
+	if len(body) != len(prefix)+keyLen+len(suffix) || string(body[:len(prefix)]) != prefix ||
+		string(body[len(prefix)+keyLen:]) != suffix {
+		return "", false
+	}
+	key := body[len(prefix) : len(prefix)+keyLen]
+	for _, c := range key {
+		if (c < 'A' || c > 'Z') && (c < '2' || c > '7') {
+			return "", false
+		}
+	}
+	return string(key), true
+}
+
+// writeCredentialJSON writes v as writeJSON does. When every string in it
+// is plain printable ASCII that JSON needs no escape for (a JWT, a public
+// key and NATS URLs are) and the time is within the years encoding/json
+// accepts, it writes the same bytes by hand, without encoding/json's
+// reflection; otherwise through writeJSON.
+func writeCredentialJSON(w http.ResponseWriter, status int, v credentialResponse) {
+	plain := plainJSON(v.JWT) && plainJSON(v.PublicKey) && plainJSON(v.Seed) && plainJSON(v.Creds) &&
+		v.ExpiresAt.Year() >= 0 && v.ExpiresAt.Year() <= 9999
+	for _, u := range v.NATSURLs {
+		plain = plain && plainJSON(u)
+	}
+	if !plain {
+		writeJSON(w, status, v)
+		return
+	}
+	b := make([]byte, 0, 256+len(v.JWT)+len(v.Seed)+len(v.Creds))
+	b = append(b, `{"jwt":"`...)
+	b = append(b, v.JWT...)
+	b = append(b, `","public_key":"`...)
+	b = append(b, v.PublicKey...)
+	b = append(b, `","expires_at":"`...)
+	b = v.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","nats_urls":`...)
+	if v.NATSURLs == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, u := range v.NATSURLs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			b = append(b, u...)
+			b = append(b, '"')
+		}
+		b = append(b, ']')
+	}
+	if v.Seed != "" {
+		b = append(b, `,"seed":"`...)
+		b = append(b, v.Seed...)
+		b = append(b, '"')
+	}
+	if v.Creds != "" {
+		b = append(b, `,"creds":"`...)
+		b = append(b, v.Creds...)
+		b = append(b, '"')
+	}
+	b = append(b, "}\n"...)
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// plainJSON reports whether s is written in JSON as itself between quotes
+// by encoding/json: printable ASCII other than ", \, <, > and &.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > '~' || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 type renewRequest struct {
@@ -178,7 +272,7 @@ func (s *Server) handleRenewCredential(w http.ResponseWriter, r *http.Request, s
 	s.logger.Info("credential renewed", slog.Int64("user_id", sess.user.ID), slog.String("public_key", c.PublicKey))
 	s.credentialNotice(r.Context(), sess.user.ID, mulchat.CredentialRenewed, &c.ExpiresAt)
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, s.credentialJSON(c))
+	writeCredentialJSON(w, http.StatusOK, s.credentialJSON(c))
 }
 
 func (s *Server) handleRevokeCredential(w http.ResponseWriter, r *http.Request, sess *session) {
