@@ -165,18 +165,30 @@ func (q *queries) RefreshUserNATSJWT(ctx context.Context, userID int64, c mulcha
 // for the WAL flush, and it leaves a row another transaction holds alone at
 // once rather than waiting for it.
 func (q *queries) refreshOne(ctx context.Context, userID int64, c mulchat.NATSCredential) (bool, error) {
-	query := `UPDATE users SET nats_jwt = $2, nats_seed_hash = $3, nats_account_public_key = $6
-		WHERE id = $1 AND is_active = $8 AND nats_public_key = $4 AND nats_expired_at IS NULL
-			AND nats_account_id = $5 AND nats_expires_at >= $7`
+	query := refreshOneQuery
 	if q.dialect == DialectPostgres && q.tx == nil {
-		query += ` AND set_config('synchronous_commit', 'off', true) = 'off'
-			AND id = (SELECT id FROM users WHERE id = $1 FOR UPDATE SKIP LOCKED)`
+		query = refreshOneRelaxedQuery
 	}
-	n, err := q.exec(ctx, errMsgs{}, query,
-		userID, nullString(c.JWT), nullString(c.SeedHash), c.PublicKey, c.AccountID,
-		nullString(c.AccountPublicKey), c.ExpiresAt, true)
+	n, err := q.exec(ctx, errMsgs{}, query, refreshOneArgs(userID, c)...)
 	if err != nil {
 		return false, err
 	}
 	return n > 0, nil
+}
+
+// refreshOneQuery is refreshOne's statement; refreshOneRelaxedQuery is the
+// one it runs on PostgreSQL outside a transaction: it turns
+// synchronous_commit off for its transaction and leaves a row another
+// transaction holds alone.
+const (
+	refreshOneQuery = `UPDATE users SET nats_jwt = $2, nats_seed_hash = $3, nats_account_public_key = $6
+		WHERE id = $1 AND is_active = $8 AND nats_public_key = $4 AND nats_expired_at IS NULL
+			AND nats_account_id = $5 AND nats_expires_at >= $7`
+	refreshOneRelaxedQuery = refreshOneQuery + ` AND set_config('synchronous_commit', 'off', true) = 'off'
+			AND id = (SELECT id FROM users WHERE id = $1 FOR UPDATE SKIP LOCKED)`
+)
+
+func refreshOneArgs(userID int64, c mulchat.NATSCredential) []any {
+	return []any{userID, nullString(c.JWT), nullString(c.SeedHash), c.PublicKey, c.AccountID,
+		nullString(c.AccountPublicKey), c.ExpiresAt, true}
 }

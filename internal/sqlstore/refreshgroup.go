@@ -6,6 +6,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"github.com/mulchat/mulchat"
 )
 
@@ -156,72 +159,56 @@ func (g *refreshGroup) take() []*refreshCall {
 }
 
 // refreshBatch is RefreshUserNATSJWT's statement for several users at once
-// (distinct ids, text checked by do), on PostgreSQL: the rows come in as
-// arrays; the rows not locked by another transaction are locked, in id
-// order, without waiting (a locked row is left out, and so never delays or
-// deadlocks the others); each is written under the single statement's
-// condition; and the ids written come back. Like the single statement, its
-// commit does not wait for the WAL flush.
+// (distinct ids, text checked by do), on PostgreSQL: the one-row statement
+// of each refresh, sent together in one pipeline (one round trip) ending in
+// one Sync, so that PostgreSQL runs them as one implicit transaction with one
+// commit, which, like the single statement's, does not wait for the WAL
+// flush. Each statement leaves a row another transaction holds alone rather
+// than waiting for it, so no row delays or deadlocks the others; each
+// returns its own row's outcome. A statement that fails aborts the
+// transaction, and nobody's row is written.
+//
+// One statement over arrays (UPDATE … FROM unnest(…)) did the same before;
+// the pipeline costs the backend less for every group size measured (about
+// 60-100 µs per row for 2 to 8 rows against 150-480 µs, at load 2-3 on
+// this machine), as each of its statements is a primary key lookup while
+// the planner joined the arrays to a scan of users.
 func (q *queries) refreshBatch(ctx context.Context, batch []*refreshCall) (map[int64]bool, error) {
 	n := len(batch)
 	if n == 1 {
-		// Alone, a one-row statement is cheaper than unnesting arrays.
+		// Alone, through the pool's usual path.
 		call := batch[0]
 		wrote, err := q.refreshOne(ctx, call.userID, call.c)
 		return map[int64]bool{call.userID: wrote}, err
 	}
-	var (
-		ids      = make([]int64, 0, n)
-		jwts     = make([]*string, 0, n)
-		seeds    = make([]*string, 0, n)
-		pubs     = make([]string, 0, n)
-		accounts = make([]int64, 0, n)
-		accPubs  = make([]*string, 0, n)
-		expires  = make([]time.Time, 0, n)
-	)
+	var b pgx.Batch
 	for _, call := range batch {
-		c := call.c
-		ids = append(ids, call.userID)
-		jwts = append(jwts, optString(c.JWT))
-		seeds = append(seeds, optString(c.SeedHash))
-		pubs = append(pubs, c.PublicKey)
-		accounts = append(accounts, c.AccountID)
-		accPubs = append(accPubs, optString(c.AccountPublicKey))
-		expires = append(expires, normTime(*c.ExpiresAt))
+		args, err := q.args(refreshOneArgs(call.userID, call.c))
+		if err != nil {
+			return nil, err
+		}
+		b.Queue(refreshOneRelaxedQuery, args...)
 	}
-	rows, err := q.x.QueryContext(ctx, `WITH locked AS (
-			SELECT id FROM users WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE SKIP LOCKED)
-		UPDATE users AS u
-		SET nats_jwt = v.jwt, nats_seed_hash = v.seed_hash, nats_account_public_key = v.account_public_key
-		FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::timestamptz[])
-			AS v(id, jwt, seed_hash, public_key, account_id, account_public_key, expires_at), locked
-		WHERE u.id = v.id AND locked.id = v.id
-			AND u.is_active AND u.nats_public_key = v.public_key AND u.nats_expired_at IS NULL
-			AND u.nats_account_id = v.account_id AND u.nats_expires_at >= v.expires_at
-			AND set_config('synchronous_commit', 'off', true) = 'off'
-		RETURNING u.id`, ids, jwts, seeds, pubs, accounts, accPubs, expires)
+	conn, err := q.db.sql.Conn(ctx)
 	if err != nil {
 		return nil, q.translate(ctx, err, errMsgs{})
 	}
-	defer rows.Close()
+	defer conn.Close()
 	written := make(map[int64]bool, n)
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, q.translate(ctx, err, errMsgs{})
+	err = conn.Raw(func(driverConn any) error {
+		results := driverConn.(*stdlib.Conn).Conn().SendBatch(ctx, &b)
+		for _, call := range batch {
+			tag, err := results.Exec()
+			if err != nil {
+				results.Close()
+				return err
+			}
+			written[call.userID] = tag.RowsAffected() > 0
 		}
-		written[id] = true
-	}
-	if err := rows.Err(); err != nil {
+		return results.Close()
+	})
+	if err != nil {
 		return nil, q.translate(ctx, err, errMsgs{})
 	}
 	return written, nil
-}
-
-// optString maps "" to NULL for an array element.
-func optString(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
 }
