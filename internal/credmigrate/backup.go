@@ -235,7 +235,7 @@ func (m *Migrator) WriteBackup(ctx context.Context, path string) (*BackupInfo, e
 	info := &BackupInfo{Path: path}
 	// One read transaction, so the rows, the pairs and the digest are one
 	// snapshot.
-	err = m.inTx(ctx, false, func(tx *sql.Tx) error {
+	err = m.inReadTx(ctx, func(tx *sql.Tx) error {
 		first := true
 		if err := readCredentialRows(ctx, tx, func(cols []string, row []any) error {
 			if first {

@@ -804,19 +804,6 @@ type batchResult struct {
 	st     *PassStats
 }
 
-// SQLite has one writer, and its busy handler does not queue waiters: a
-// writer that finds the database locked sleeps and tries again, after 1, 2,
-// 5, 10, … and at most 100 ms. The lock is free only between two batches,
-// for microseconds, which a sleeping writer would almost never hit. So the
-// copy leaves a gap longer than the handler's longest sleep once it has held
-// the lock for sqliteLockSlice: every waiting writer then gets through within
-// about a slice and a batch (the benchmark's application writer records its
-// longest wait), and the copy spends a tenth of its time waiting.
-const (
-	sqliteLockSlice = time.Second
-	sqliteLockGap   = 110 * time.Millisecond
-)
-
 // passBatches is pass, also returning each batch's range and stats (the
 // catch-up redoes single batches and replaces their stats). With a plan
 // (the copy of an uninterrupted run), the batches are the plan's users,
@@ -829,7 +816,6 @@ func (m *Migrator) passBatches(ctx context.Context, name string, start int64, pl
 	all := newPassStats()
 	var batches []batchResult
 	after := start
-	var held time.Duration // SQLite: write lock held since the last gap
 	prog := newProgress(m.opts.Progress, name, total, m.opts.Now)
 	defer prog.done()
 	for {
@@ -840,7 +826,7 @@ func (m *Migrator) passBatches(ctx context.Context, name string, start int64, pl
 				break
 			}
 		}
-		b, last, took, err := m.oneBatch(ctx, name, after, 0, planned, seeds, write, check, commit, checkpoint)
+		b, last, err := m.oneBatch(ctx, name, after, 0, planned, seeds, write, check, commit, checkpoint)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -851,12 +837,6 @@ func (m *Migrator) passBatches(ctx context.Context, name string, start int64, pl
 		batches = append(batches, batchResult{lo: after, hi: last, st: b})
 		after = last
 		prog.add(b.Users + b.OrphanUsers)
-		if m.dialect == SQLite && write && commit {
-			if held += took; held >= sqliteLockSlice {
-				time.Sleep(sqliteLockGap)
-				held = 0
-			}
-		}
 		if m.opts.BatchHook != nil && commit {
 			if err := m.opts.BatchHook(ctx, last); err != nil {
 				return nil, nil, err
@@ -869,17 +849,15 @@ func (m *Migrator) passBatches(ctx context.Context, name string, start int64, pl
 
 // oneBatch runs one batch (see runBatch) in its own transaction, retried as
 // a whole; its stats are fresh for each attempt. A planned batch whose plan
-// turns out stale is redone from fresh reads over the same user-id range.
-func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, plan []plannedUser, seeds []seedRow, write, check, commit, checkpoint bool) (*PassStats, int64, time.Duration, error) {
+// turns out stale is redone from fresh reads over the same user-id range. A
+// batch that does not write runs in a read-only transaction.
+func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, plan []plannedUser, seeds []seedRow, write, check, commit, checkpoint bool) (*PassStats, int64, error) {
 	var b *PassStats
 	var last int64
-	var took time.Duration
 	run := func(tx *sql.Tx) error {
 		b = newPassStats()
 		var err error
-		batchStart := time.Now()
 		last, err = m.runBatch(ctx, tx, after, hi, plan, seeds, write, check, b)
-		took = time.Since(batchStart)
 		if err != nil || last == after {
 			return err
 		}
@@ -888,16 +866,50 @@ func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, p
 		}
 		return err
 	}
-	err := m.inTx(ctx, commit, run)
+	inTx := func() error {
+		if !write {
+			return m.inReadTx(ctx, run)
+		}
+		defer m.leaveGap(time.Now())
+		return m.inTx(ctx, commit, run)
+	}
+	err := inTx()
 	if errors.Is(err, errPlanStale) && plan != nil {
 		m.log.Debug("credential migration: a batch's plan is out of date; redoing it from fresh reads", "after_user_id", after)
 		hi, plan, seeds = plan[len(plan)-1].id, nil, nil
-		err = m.inTx(ctx, commit, run)
+		err = inTx()
 	}
 	if err != nil {
-		return nil, after, 0, internal(err, fmt.Sprintf("credential migration: %s batch after user %d", name, after))
+		return nil, after, internal(err, fmt.Sprintf("credential migration: %s batch after user %d", name, after))
 	}
-	return b, last, took, nil
+	return b, last, nil
+}
+
+// SQLite has one writer, and its busy handler does not queue waiters: a
+// writer that finds the database locked sleeps and tries again, after 1, 2,
+// 5, 10, … and at most 100 ms. Between two of the migration's write
+// transactions the lock is free only for microseconds, which a sleeping
+// writer would almost never hit. So once the migration has held the lock
+// for sqliteLockSlice it leaves a gap longer than the handler's longest
+// sleep: a waiting writer then gets through within about a slice and a
+// batch (the benchmark's application writer records its longest wait), and
+// the migration spends about a tenth of its time waiting.
+const (
+	sqliteLockSlice = 1500 * time.Millisecond
+	sqliteLockGap   = 150 * time.Millisecond
+)
+
+// leaveGap, called when a write transaction that began at start has ended,
+// pauses on SQLite once the write lock has been held for sqliteLockSlice
+// since the last pause.
+func (m *Migrator) leaveGap(start time.Time) {
+	if m.dialect != SQLite {
+		return
+	}
+	if m.lockHeld += time.Since(start); m.lockHeld >= sqliteLockSlice {
+		time.Sleep(sqliteLockGap)
+		m.lockHeld = 0
+	}
 }
 
 func sortedKeys(m map[string]int64) []string {

@@ -108,7 +108,7 @@ func (m *Migrator) catchUp(ctx context.Context, batches []batchResult, start int
 		if i == len(changed) || changed[i] > b.hi {
 			continue
 		}
-		st, _, _, err := m.oneBatch(ctx, "catch-up", b.lo, b.hi, nil, nil, true, true, true, false)
+		st, _, err := m.oneBatch(ctx, "catch-up", b.lo, b.hi, nil, nil, true, true, true, false)
 		if err != nil {
 			return nil, err
 		}

@@ -86,8 +86,10 @@ type Options struct {
 	// SQLite the removal rebuilds the table and holds the write lock while it
 	// does (about 20 s per million sessions here): schedule it.
 	KeepSessionColumn bool
-	// BatchHook, when set, runs after each committed copy batch (tests use it
-	// to write concurrently between batches).
+	// BatchHook, when set, runs after each committed copy batch, in user-id
+	// order (tests use it to write concurrently between batches). On
+	// PostgreSQL the next batch may be running, and may commit, meanwhile
+	// (see copyPipelined); an error from the hook ends the run after it.
 	BatchHook func(ctx context.Context, lastUserID int64) error
 	// LockWait is how long a writing command (Run, DropTable, Rollback) waits
 	// for another one holding the database's migration lock; default
@@ -107,6 +109,9 @@ type Migrator struct {
 	// capturing is set while Run's change capture is installed (SQLite's
 	// batches then remove what the trigger recorded of their own writes).
 	capturing bool
+	// lockHeld is how long SQLite's write lock has been held since the
+	// last gap (leaveGap).
+	lockHeld time.Duration
 }
 
 // New returns a Migrator for db in dialect.
@@ -135,6 +140,10 @@ func New(db *sql.DB, dialect string, opts Options) (*Migrator, error) {
 	}
 	if opts.StatementTimeout == 0 {
 		opts.StatementTimeout = 60 * time.Second
+	}
+	if opts.LockTimeout < time.Millisecond || opts.StatementTimeout < time.Millisecond {
+		// PostgreSQL takes whole milliseconds, and 0 turns a timeout off.
+		return nil, mulchat.Errorf(mulchat.EINVALID, "lock and statement timeouts must be at least 1ms")
 	}
 	if opts.Retries == 0 {
 		opts.Retries = 10
@@ -179,9 +188,21 @@ func (m *Migrator) q(s string) string {
 // serialization failure, or SQLITE_BUSY) rolls back and retries fn with
 // backoff. commit false rolls back even when fn succeeds (dry runs).
 func (m *Migrator) inTx(ctx context.Context, commit bool, fn func(tx *sql.Tx) error) error {
+	return m.retryTx(ctx, nil, commit, fn)
+}
+
+// inReadTx is inTx for a transaction that only reads, always rolled back.
+// On SQLite it takes no write lock (mulchat opens SQLite so that every
+// other transaction begins IMMEDIATE), so a verification pass never holds
+// up the application's writes.
+func (m *Migrator) inReadTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return m.retryTx(ctx, &sql.TxOptions{ReadOnly: true}, false, fn)
+}
+
+func (m *Migrator) retryTx(ctx context.Context, opts *sql.TxOptions, commit bool, fn func(tx *sql.Tx) error) error {
 	var err error
 	for attempt := 0; ; attempt++ {
-		err = m.tryTx(ctx, commit, fn)
+		err = m.tryTx(ctx, opts, commit, fn)
 		if err == nil || !retryable(err) || attempt >= m.opts.Retries {
 			return err
 		}
@@ -195,10 +216,20 @@ func (m *Migrator) inTx(ctx context.Context, commit bool, fn func(tx *sql.Tx) er
 	}
 }
 
-func (m *Migrator) tryTx(ctx context.Context, commit bool, fn func(tx *sql.Tx) error) error {
-	tx, err := m.db.BeginTx(ctx, nil)
+func (m *Migrator) tryTx(ctx context.Context, opts *sql.TxOptions, commit bool, fn func(tx *sql.Tx) error) error {
+	tx, err := m.beginTx(ctx, opts)
 	if err != nil {
 		return err
+	}
+	return endTx(tx, commit, fn)
+}
+
+// beginTx begins a transaction; on PostgreSQL with the migration's lock
+// and statement timeouts and its shared work lock.
+func (m *Migrator) beginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
+	tx, err := m.db.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
 	}
 	if m.dialect == Postgres {
 		// workLockKey shared: a later run waits until this transaction has
@@ -206,9 +237,15 @@ func (m *Migrator) tryTx(ctx context.Context, commit bool, fn func(tx *sql.Tx) e
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d; SELECT pg_advisory_xact_lock_shared(%d)",
 			m.opts.LockTimeout.Milliseconds(), m.opts.StatementTimeout.Milliseconds(), workLockKey)); err != nil {
 			tx.Rollback()
-			return err
+			return nil, err
 		}
 	}
+	return tx, nil
+}
+
+// endTx runs fn in tx and commits (commit set) or rolls back; a failing fn
+// rolls back.
+func endTx(tx *sql.Tx, commit bool, fn func(tx *sql.Tx) error) error {
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err

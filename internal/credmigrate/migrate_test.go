@@ -128,3 +128,34 @@ func TestAdoptAndMigrate(t *testing.T) {
 		}
 	})
 }
+
+// On SQLite a verification pass only reads: it takes no write lock (mulchat
+// begins other transactions IMMEDIATE), so it neither waits for the
+// application's writers nor holds them up.
+func TestVerifyTakesNoWriteLock(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, legacytest.SQLite(t), legacygen.Options{Users: 60, Seed: 23})
+	e.adopt(t)
+	if _, err := e.migrator(t, credmigrate.Options{}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	app, err := e.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Rollback()
+	if _, err := app.ExecContext(ctx, "UPDATE users SET is_active = is_active WHERE id = 1"); err != nil {
+		t.Fatal(err)
+	}
+	// Well under the busy timeout, which a pass waiting for the lock would
+	// run into.
+	vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r, err := e.migrator(t, credmigrate.Options{}).Verify(vctx)
+	if err != nil {
+		t.Fatalf("verify while the application holds the write lock: %v", err)
+	}
+	if r.Verify.Unverified != 0 || r.Verify.Verified["copied"] == 0 {
+		t.Errorf("verify: %+v", r.Verify)
+	}
+}

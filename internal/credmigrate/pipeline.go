@@ -19,34 +19,49 @@ const pipelineDepth = 2
 // a batch commits only after every batch before it has.
 var errPredecessorFailed = errors.New("credential migration: an earlier batch did not commit")
 
-// flight is one planned batch of a pipelined copy. Its result is valid once
-// done is closed.
+// flight is one planned batch of a pipelined copy. begun is closed once
+// its transaction has begun (or failed to), done once it has ended; the
+// result is valid after done.
 type flight struct {
 	after int64
 	plan  []plannedUser
 	seeds []seedRow
+	begun chan struct{}
 	done  chan struct{}
 
 	st   *PassStats
 	last int64
-	took time.Duration
 	err  error
 }
 
 // fly runs f in its own transaction: the batch's work first, then, once pred
 // (the batch before it, nil for the first) has committed, the checkpoint
 // and the commit. If pred failed, f rolls back and fails too; the driver
-// redoes the failed batch alone (copyPipelined). A lock f waits for while
-// pred waits for one f holds (two users claiming one key, written since the
-// pre-check) ends with pred's lock timeout: pred fails, f rolls back, and
-// the redo runs pred alone.
+// redoes the failed batch alone (copyPipelined). f begins its transaction
+// only after pred has begun its own, so pred never waits for a connection
+// f holds while f waits for pred (a pool of any size is enough).
+//
+// The wait for pred is in Go, where PostgreSQL's deadlock detector does not
+// see it. A cycle through it (pred waiting for a lock of a transaction that
+// waits for one f holds: another claim to the same key written since the
+// pre-check, or an application transaction locking users of both batches)
+// ends when pred's statement reaches the lock timeout: pred fails, f rolls
+// back, and the redo runs pred alone. So nobody waits longer than the lock
+// timeout, as without the pipeline.
 func (m *Migrator) fly(ctx context.Context, f, pred *flight, checkpoint bool) {
 	defer close(f.done)
-	f.err = m.tryTx(ctx, true, func(tx *sql.Tx) error {
+	if pred != nil {
+		<-pred.begun
+	}
+	tx, err := m.beginTx(ctx, nil)
+	close(f.begun)
+	if err != nil {
+		f.err = err
+		return
+	}
+	f.err = endTx(tx, true, func(tx *sql.Tx) error {
 		f.st = newPassStats()
-		start := time.Now()
 		last, err := m.runPlannedBatch(ctx, tx, f.after, f.plan, f.seeds, f.st)
-		f.took = time.Since(start)
 		if err != nil {
 			return err
 		}
@@ -91,7 +106,7 @@ func (m *Migrator) copyPipelined(ctx context.Context, name string, start int64, 
 			if planned == nil {
 				break
 			}
-			f := &flight{after: next, plan: planned, seeds: seeds, done: make(chan struct{})}
+			f := &flight{after: next, plan: planned, seeds: seeds, begun: make(chan struct{}), done: make(chan struct{})}
 			var pred *flight
 			if len(queue) > 0 {
 				pred = queue[len(queue)-1]
@@ -121,7 +136,7 @@ func (m *Migrator) copyPipelined(ctx context.Context, name string, start int64, 
 			return nil, nil, err
 		}
 		m.log.Debug("credential migration: a pipelined batch failed; redoing it alone", "after_user_id", f.after, "err", f.err)
-		st, last, _, err := m.oneBatch(ctx, name, f.after, 0, f.plan, f.seeds, true, true, true, checkpoint)
+		st, last, err := m.oneBatch(ctx, name, f.after, 0, f.plan, f.seeds, true, true, true, checkpoint)
 		if err != nil {
 			return nil, nil, err
 		}

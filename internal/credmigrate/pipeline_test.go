@@ -20,7 +20,7 @@ import (
 // the checkpoint only ever advances over committed batches, in order.
 func TestPipelinedCopyCommitsInOrder(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t, legacytest.Postgres(t), legacygen.Options{Users: 60, Seed: 21})
+	e := newEnv(t, legacytest.Postgres(t), legacygen.Options{Users: 60, Seed: 21, PlaintextPasswordRate: -1})
 	if _, err := credmigrate.Adopt(ctx, e.db, e.dialect, credmigrate.AdoptOptions{Migrations: migrationsFor(e.dialect), VersionTable: versionTable}); err != nil {
 		t.Fatal(err)
 	}
@@ -36,37 +36,74 @@ func TestPipelinedCopyCommitsInOrder(t *testing.T) {
 	if len(uids)%batch != 0 {
 		ends = append(ends, uids[len(uids)-1])
 	}
-	held := uids[2*batch+1]
+	// A user of the third batch that exists (legacy rows of deleted users
+	// are in the plan too, but no users row is written for them).
+	var held int64
+	for _, id := range uids[2*batch : 3*batch] {
+		if len(e.ids(t, "SELECT id FROM users WHERE id = ?", id)) == 1 {
+			held = id
+			break
+		}
+	}
+	if held == 0 {
+		t.Fatal("the third batch has no existing user")
+	}
 
 	lock, err := e.db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer lock.Rollback()
 	if _, err := lock.ExecContext(ctx, "SELECT id FROM users WHERE id = $1 FOR UPDATE", held); err != nil {
 		t.Fatal(err)
 	}
-	released := time.AfterFunc(600*time.Millisecond, func() {
-		// By now the third batch has failed at least once; nothing after
-		// it may have committed.
-		var cp int64
-		if err := e.db.QueryRowContext(ctx, "SELECT last_user_id FROM mulchat_credmigrate_checkpoint").Scan(&cp); err != nil {
-			t.Error(err)
+	// The checkpoint, or -1 while there is none (before the copy, after
+	// the run).
+	readCheckpoint := func() int64 {
+		cp := int64(-1)
+		e.db.QueryRowContext(ctx, "SELECT last_user_id FROM mulchat_credmigrate_checkpoint").Scan(&cp)
+		return cp
+	}
+	logs := &logLines{}
+	// Once the driver says the third batch failed (the batches after it
+	// have ended by then), nothing past the second may have committed;
+	// then the lock goes and the redo can finish. Meanwhile the checkpoint
+	// never moves back.
+	watched := make(chan struct{})
+	stop := make(chan struct{})
+	stopWatching := sync.OnceFunc(func() { close(stop); <-watched })
+	defer stopWatching()
+	go func() {
+		defer close(watched)
+		var prev int64
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			cp := readCheckpoint()
+			if cp < 0 {
+				continue
+			}
+			if cp < prev {
+				t.Errorf("checkpoint moved back from %d to %d", prev, cp)
+			}
+			prev = cp
+			if logs.count("pipelined batch failed") > 0 && lock != nil {
+				if cp >= held {
+					t.Errorf("checkpoint at user %d while user %d of an earlier batch was still locked", cp, held)
+				}
+				lock.Rollback()
+				lock = nil
+			}
 		}
-		if cp >= held {
-			t.Errorf("checkpoint at user %d while user %d of an earlier batch was still locked", cp, held)
-		}
-		lock.Rollback()
-	})
-	defer released.Stop()
-	defer lock.Rollback()
+	}()
 
 	var mu sync.Mutex
-	var seen []int64 // the checkpoint at each committed batch
+	var seen []int64 // the last user id of each committed batch, as the hook saw them
 	hook := func(ctx context.Context, last int64) error {
-		var cp int64
-		if err := e.db.QueryRowContext(ctx, "SELECT last_user_id FROM mulchat_credmigrate_checkpoint").Scan(&cp); err != nil {
-			return err
-		}
+		cp := readCheckpoint()
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, last)
@@ -75,9 +112,9 @@ func TestPipelinedCopyCommitsInOrder(t *testing.T) {
 		}
 		return nil
 	}
-	logs := &logLines{}
 	r, err := e.migrator(t, credmigrate.Options{BatchSize: batch, BatchHook: hook, Logger: slog.New(logs),
 		LockTimeout: 100 * time.Millisecond}).Run(ctx)
+	stopWatching()
 	if err != nil {
 		t.Fatalf("run: %v %+v", err, r.Verify)
 	}
@@ -97,5 +134,26 @@ func TestPipelinedCopyCommitsInOrder(t *testing.T) {
 	}
 	if r.Copy.Written != 0 || r.Verify.Written != 0 {
 		t.Errorf("rerun wrote %d+%d users", r.Copy.Written, r.Verify.Written)
+	}
+}
+
+// Two batches in flight need no more than one connection between them: the
+// second begins only after the first has, so the first never waits for a
+// connection the second holds while the second waits for it. (The run holds
+// one more connection for its lock.)
+func TestPipelinedCopySmallPool(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := newEnv(t, legacytest.Postgres(t), legacygen.Options{Users: 200, Seed: 22})
+	if _, err := credmigrate.Adopt(ctx, e.db, e.dialect, credmigrate.AdoptOptions{Migrations: migrationsFor(e.dialect), VersionTable: versionTable}); err != nil {
+		t.Fatal(err)
+	}
+	e.db.SetMaxOpenConns(2)
+	r, err := e.migrator(t, credmigrate.Options{BatchSize: 3}).Run(ctx)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r.Verify.Unverified != 0 || r.Verify.SourceDigest != r.Verify.TargetDigest {
+		t.Fatalf("verify: %+v", r.Verify)
 	}
 }
