@@ -265,8 +265,8 @@ func BenchmarkPairLoginVsArgon2id(b *testing.B) {
 // Per issuance it also reports the CPU this process used (cpu_us/issue:
 // server and clients), that of the PostgreSQL backends serving the test
 // database, read from /proc (pg_us/issue; the server must run on this
-// machine), and how many refreshes a grouped PostgreSQL statement carried
-// (rows/stmt, RefreshGroupStats).
+// machine), and how many refreshes a grouped PostgreSQL write carried
+// (rows/group, RefreshGroupStats).
 func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
 	forEachDB(b, func(b *testing.B, db *sqlstore.DB) {
 		e := newEnvWithLogger(b, db, nil, noLimit)
@@ -339,7 +339,7 @@ func BenchmarkPairIssueVsEncodeParallel(b *testing.B) {
 			b.ReportMetric(float64(issuePG.Microseconds())/float64(b.N), "pg_us/issue")
 		}
 		if statements > 0 {
-			b.ReportMetric(float64(refreshes)/float64(statements), "rows/stmt")
+			b.ReportMetric(float64(refreshes)/float64(statements), "rows/group")
 		}
 	})
 }

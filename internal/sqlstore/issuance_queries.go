@@ -130,12 +130,12 @@ func (q *queries) keepLaterExpiry() string {
 // alone (no index rewrite on SQLite, a HOT update on PostgreSQL).
 //
 // On PostgreSQL, outside a caller's transaction, concurrent refreshes are
-// written together by one statement (refreshGroup), which turns
-// synchronous_commit off for its own implicit transaction (set_config with
-// is_local), so the commit does not wait for the WAL flush: 0.7-3 ms on this
-// project's disk, several times the rest of an issuance. The setting is part
-// of the WHERE clause, so a row can only be written with it in force, and it
-// ends with the statement's transaction. Why losing the write is harmless is
+// written together in one implicit transaction (refreshGroup), whose
+// statements turn synchronous_commit off for it (set_config with is_local),
+// so the commit does not wait for the WAL flush: 0.7-3 ms on this project's
+// disk, several times the rest of an issuance. The setting is part of each
+// statement's WHERE clause, so a row can only be written with it in force,
+// and it ends with the transaction. Why losing the write is harmless is
 // in mulchat.NATSJWTRefresher and docs/performance.md. Inside a caller's
 // transaction nothing is relaxed. SQLite commits the same way for every
 // write (synchronous=NORMAL), so there is nothing to relax there.

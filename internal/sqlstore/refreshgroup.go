@@ -12,31 +12,31 @@ import (
 	"github.com/mulchat/mulchat"
 )
 
-// refreshGroupMax bounds the refreshes one statement writes.
+// refreshGroupMax bounds the refreshes one group write carries.
 const refreshGroupMax = 64
 
-// refreshGroupTimeout bounds a group's statement, which runs on behalf of
-// several requests and so not under any one request's context. The statement
-// never waits for a row lock (SKIP LOCKED), so only a database that stopped
-// answering reaches it.
+// refreshGroupTimeout bounds a group's write, which runs on behalf of
+// several requests and so not under any one request's context. Its
+// statements never wait for a row lock (SKIP LOCKED), so only a database
+// that stopped answering reaches it.
 const refreshGroupTimeout = 10 * time.Second
 
 // refreshGroup writes concurrent same-key JWT refreshes on PostgreSQL
-// (RefreshUserNATSJWT outside a transaction) as one statement: a group
-// commit. A refresh that finds no statement running runs at once, so a lone
-// client waits for nothing; refreshes that arrive while one runs queue and
-// are written together by the next statement, led by the first of them. Each
-// caller still returns only once its own row's outcome is known, with the
-// same condition checked per row as the single statement checks; what is
-// saved is a round trip, a statement and a commit per refresh, which cost
-// more than the signature on PostgreSQL.
+// (RefreshUserNATSJWT outside a transaction) together, in one round trip
+// and one transaction (refreshBatch): a group commit. A refresh that finds
+// no write running runs at once, so a lone client waits for nothing;
+// refreshes that arrive while one runs queue and are written together by
+// the next write, led by the first of them. Each caller still returns only
+// once its own row's outcome is known, with the same condition checked per
+// row as the single statement checks; what is saved is a round trip and a
+// commit per refresh, which cost more than the signature on PostgreSQL.
 //
-// One caller's row must never hold up another's: the statement skips rows
-// another transaction has locked, and a refresh that was skipped, or whose
-// statement failed, reports false (nothing written), so its caller takes its
-// durable path under its own context. A statement written for a caller whose
-// request has meanwhile ended still writes its row, which is harmless: the
-// recorded expiry covers the JWT (mulchat.NATSJWTRefresher).
+// One caller's row must never hold up another's: each row's statement skips
+// the row if another transaction has locked it, and a refresh that was
+// skipped, or whose write failed, reports false (nothing written), so its
+// caller takes its durable path under its own context. A write made for a
+// caller whose request has meanwhile ended still writes its row, which is
+// harmless: the recorded expiry covers the JWT (mulchat.NATSJWTRefresher).
 type refreshGroup struct {
 	q *queries
 
@@ -44,14 +44,15 @@ type refreshGroup struct {
 	running bool
 	queue   []*refreshCall
 
-	// statements and refreshes count the statements run and the refreshes
-	// they carried, for RefreshGroupStats.
+	// statements and refreshes count the group writes run and the
+	// refreshes they carried, for RefreshGroupStats.
 	statements, refreshes atomic.Int64
 }
 
-// RefreshGroupStats reports how many statements PostgreSQL's grouped
-// same-key refreshes have run and how many refreshes they carried (zero on
-// SQLite): the benchmarks report the group size reached.
+// RefreshGroupStats reports how many writes (a statement, or a pipeline of
+// them in one transaction) PostgreSQL's grouped same-key refreshes have run
+// and how many refreshes they carried (zero on SQLite): the benchmarks
+// report the group size reached.
 func (db *DB) RefreshGroupStats() (statements, refreshes int64) {
 	if db.refresh == nil {
 		return 0, 0
