@@ -133,7 +133,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 				return nil, err
 			}
 			if wrote {
-				a.issued.WithLabelValues("issue").Inc()
+				a.issuedIssue.Inc()
 				a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
 					"generated", false, "expires_at", exp, "refresh", true)
 				a.recent.put(u, grants, cred, read)
@@ -154,7 +154,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 				return nil, err
 			}
 			if wrote {
-				a.issued.WithLabelValues("issue").Inc()
+				a.issuedIssue.Inc()
 				a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
 					"generated", seed != nil, "expires_at", exp)
 				a.recent.put(u, grants, cred, read)
@@ -203,7 +203,7 @@ func (a *Authority) IssueUserCredential(ctx context.Context, userID int64, publi
 	if err != nil {
 		return nil, err
 	}
-	a.issued.WithLabelValues("issue").Inc()
+	a.issuedIssue.Inc()
 	a.log.Info("issued nats credential", "user_id", userID, "public_key", publicKey,
 		"generated", seed != nil, "expires_at", exp)
 	a.recent.put(u, grants, cred, read)
@@ -269,7 +269,7 @@ func (a *Authority) RenewUserCredential(ctx context.Context, userID int64, ttl t
 	if err != nil {
 		return nil, err
 	}
-	a.issued.WithLabelValues("renew").Inc()
+	a.issuedRenew.Inc()
 	a.log.Info("renewed nats credential", "user_id", userID, "public_key", publicKey, "expires_at", exp)
 	return &IssuedCredential{JWT: token, PublicKey: publicKey, ExpiresAt: exp}, nil
 }
@@ -299,7 +299,7 @@ func (a *Authority) refreshRecent(ctx context.Context, u *mulchat.User, grants [
 	if err != nil || !wrote {
 		return nil, false, err
 	}
-	a.issued.WithLabelValues("issue").Inc()
+	a.issuedIssue.Inc()
 	a.log.Info("issued nats credential", "user_id", u.ID, "public_key", u.NATS.PublicKey,
 		"generated", false, "expires_at", exp, "refresh", true)
 	return &IssuedCredential{JWT: token, PublicKey: u.NATS.PublicKey, ExpiresAt: exp}, true, nil

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +60,17 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 // the raw path, which would give unbounded label values) and logs the request
 // at debug level. Nothing from headers or bodies is logged.
 func (s *Server) instrument(pattern string, h http.Handler) http.Handler {
+	// The route's series, looked up once rather than hashed from their
+	// labels on every request: its latency, and its count per status code.
+	duration := s.metrics.duration.WithLabelValues(pattern)
+	var counts sync.Map // status code → prometheus.Counter
+	count := func(status int) prometheus.Counter {
+		if c, ok := counts.Load(status); ok {
+			return c.(prometheus.Counter)
+		}
+		c, _ := counts.LoadOrStore(status, s.metrics.requests.WithLabelValues(pattern, strconv.Itoa(status)))
+		return c.(prometheus.Counter)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
@@ -76,10 +88,12 @@ func (s *Server) instrument(pattern string, h http.Handler) http.Handler {
 			if st == 0 {
 				st = http.StatusOK
 			}
-			s.metrics.requests.WithLabelValues(pattern, strconv.Itoa(st)).Inc()
-			s.metrics.duration.WithLabelValues(pattern).Observe(d.Seconds())
-			s.logger.Debug("http request", slog.String("method", r.Method), slog.String("route", pattern),
-				slog.Int("status", st), slog.Duration("duration", d))
+			count(st).Inc()
+			duration.Observe(d.Seconds())
+			if s.logger.Enabled(r.Context(), slog.LevelDebug) { // spares building the record's fields
+				s.logger.Debug("http request", slog.String("method", r.Method), slog.String("route", pattern),
+					slog.Int("status", st), slog.Duration("duration", d))
+			}
 		}()
 		h.ServeHTTP(rec, r)
 	})
