@@ -97,7 +97,7 @@ type Authority struct {
 type accountKeys struct {
 	id        int64
 	pub       string
-	signer    *fastSigner
+	signer    nkeys.KeyPair
 	signerPub string
 }
 

@@ -694,10 +694,12 @@ func expiry(now time.Time, ttl time.Duration) time.Time {
 // DESIGN.md plus the user's explicit grants.
 func (a *Authority) signUser(u *mulchat.User, publicKey string, grants []*mulchat.Permission, exp time.Time) (string, error) {
 	uid := strconv.FormatInt(u.ID, 10)
-	c := userJWT{name: u.Username, subject: publicKey, issuerAccount: a.chat.pub, expires: exp.Unix(),
-		pubAllow: make([]string, 0, 2+len(grants)), subAllow: make([]string, 0, 2+len(grants))}
-	c.pubAllow = allow(c.pubAllow, "chat.send.*."+uid, "chat.api."+uid+".>")
-	c.subAllow = allow(c.subAllow, "chat.user."+uid+".>", mulchat.UserInboxPrefix(u.ID)+".>")
+	uc := jwt.NewUserClaims(publicKey)
+	uc.Name = u.Username
+	uc.IssuerAccount = a.chat.pub
+	uc.Expires = exp.Unix()
+	uc.Pub.Allow.Add("chat.send.*."+uid, "chat.api."+uid+".>")
+	uc.Sub.Allow.Add("chat.user."+uid+".>", mulchat.UserInboxPrefix(u.ID)+".>")
 	for _, g := range grants {
 		if !validSubject(g.Subject) {
 			// A malformed grant row must not lock its user out of chat; it
@@ -707,20 +709,20 @@ func (a *Authority) signUser(u *mulchat.User, publicKey string, grants []*mulcha
 		}
 		switch g.Type {
 		case mulchat.PermPub:
-			c.pubAllow = allow(c.pubAllow, g.Subject)
+			uc.Pub.Allow.Add(g.Subject)
 		case mulchat.PermSub:
-			c.subAllow = allow(c.subAllow, g.Subject)
+			uc.Sub.Allow.Add(g.Subject)
 		case mulchat.PermBoth:
-			c.pubAllow = allow(c.pubAllow, g.Subject)
-			c.subAllow = allow(c.subAllow, g.Subject)
+			uc.Pub.Allow.Add(g.Subject)
+			uc.Sub.Allow.Add(g.Subject)
 		default:
 			a.log.Warn("skipping a nats permission grant of unknown type", "user_id", u.ID, "permission_id", g.ID)
 		}
 	}
-	// The JWT jwt.UserClaims.Encode would write for these claims (name,
-	// issuer account, allow lists, limits UserMaxSubs, UserMaxPayload and
-	// no data limit), built without its reflection (encodeUserJWT).
-	token, err := a.chat.signer.encodeUserJWT(&c, time.Now().Unix())
+	uc.Limits.Payload = UserMaxPayload
+	uc.Limits.Subs = UserMaxSubs
+	uc.Limits.Data = jwt.NoLimit
+	token, err := uc.Encode(a.chat.signer)
 	if err != nil {
 		return "", mulchat.WrapError(mulchat.EINTERNAL, err, "cannot sign the user JWT")
 	}
