@@ -120,24 +120,36 @@ func (m *Migrator) backupSessionPairs(ctx context.Context, tx queryer, r *Sessio
 	if err != nil {
 		return err
 	}
-	// The copy equals its source when it has as many pairs and each of them
-	// is in the source (session ids are unique on both sides): checked in
-	// the database rather than by reading every pair a second time.
-	// (NOT EXISTS in WHERE, where PostgreSQL plans an anti-join; inside an
-	// aggregate's FILTER it would probe the index once per pair.)
-	var k, missing int64
-	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+sessionBackupTable).Scan(&k); err != nil {
+	ok, err := m.backupMatches(ctx, tx, n)
+	if err != nil {
 		return err
 	}
-	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+sessionBackupTable+" b WHERE NOT EXISTS (SELECT 1 FROM "+SessionsTable+
-		" s WHERE s.id = b.session_id AND s.credential_id = b.credential_id)").Scan(&missing); err != nil {
-		return err
-	}
-	if missing != 0 || n != k {
-		return errorf("the backup of nats_auth_sessions.credential_id does not match its source (%d vs %d rows)", n, k)
+	if !ok {
+		return errorf("the backup of nats_auth_sessions.credential_id does not match its source")
 	}
 	r.BackedUp, r.Digest = n, src
 	return nil
+}
+
+// backupMatches reports whether the backup table holds exactly the table's
+// n (id, credential_id) pairs: as many in both, and each of the backup's in
+// the table (session ids are unique on both sides). Checked in the database
+// rather than by reading every pair again. (NOT EXISTS in WHERE, where
+// PostgreSQL plans an anti-join; inside an aggregate's FILTER it would probe
+// the index once per pair.)
+func (m *Migrator) backupMatches(ctx context.Context, tx queryer, n int64) (bool, error) {
+	var src, k, missing int64
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" WHERE credential_id IS NOT NULL").Scan(&src); err != nil {
+		return false, err
+	}
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+sessionBackupTable).Scan(&k); err != nil {
+		return false, err
+	}
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+sessionBackupTable+" b WHERE NOT EXISTS (SELECT 1 FROM "+SessionsTable+
+		" s WHERE s.id = b.session_id AND s.credential_id = b.credential_id)").Scan(&missing); err != nil {
+		return false, err
+	}
+	return missing == 0 && src == n && k == n, nil
 }
 
 // DropSessionCredentialColumn backs up nats_auth_sessions (id,
@@ -180,17 +192,31 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 		}
 		return r, nil
 	}
+	// On SQLite the removal rebuilds the table under the write lock, which
+	// every application write then waits for: what can be done before it is.
+	// The backup is copied in short transactions and its digest taken, and
+	// the foreign-key violations already there are counted, outside the
+	// lock; inside it the backup is checked against the table (and redone
+	// there if a session changed meanwhile), and the violations are counted
+	// again only if the rebuild seems to have added some.
+	staged, err := m.stageSessionBackup(ctx)
+	if err != nil {
+		return nil, internal(err, "backing up nats_auth_sessions.credential_id")
+	}
+	fkTables, err := fkTablesOf(ctx, m.db, SessionsTable)
+	if err != nil {
+		return nil, internal(err, "reading foreign keys")
+	}
+	var before int64
+	if err := m.inReadTx(ctx, func(tx *sql.Tx) (err error) {
+		before, err = fkViolations(ctx, tx, fkTables)
+		return err
+	}); err != nil {
+		return nil, internal(err, "checking foreign keys")
+	}
 	if err := m.sqliteNoFK(ctx, !m.opts.DryRun, func(tx *sql.Tx) error {
 		*r = SessionColumn{}
-		if err := m.backupSessionPairs(ctx, tx, r); err != nil {
-			return err
-		}
-		fkTables, err := fkTablesOf(ctx, tx, SessionsTable)
-		if err != nil {
-			return err
-		}
-		before, err := fkViolations(ctx, tx, fkTables)
-		if err != nil {
+		if err := m.checkStagedBackup(ctx, tx, staged, r); err != nil {
 			return err
 		}
 		meta, err := m.sqliteTableMeta(ctx, tx, SessionsTable)
@@ -203,39 +229,34 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 		if err := m.putMeta(ctx, tx, "sessions", meta); err != nil {
 			return err
 		}
-		// Try the plain statement first; SQLite refuses it for an indexed
-		// column or one in a foreign key, which the legacy column is.
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT drop_column"); err != nil {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT remove_column"); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "ALTER TABLE "+SessionsTable+" DROP COLUMN "+SessionCredColumn); err == nil {
-			if _, err := tx.ExecContext(ctx, "RELEASE drop_column"); err != nil {
-				return err
-			}
-		} else {
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO drop_column"); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, "RELEASE drop_column"); err != nil {
-				return err
-			}
-			newSQL, ok := withoutColumn(meta.CreateSQL, SessionsTable, SessionCredColumn)
-			if !ok {
-				return errorf("cannot rewrite the definition of %s without %s", SessionsTable, SessionCredColumn)
-			}
-			var keep []string
-			for _, c := range meta.Columns {
-				if c != SessionCredColumn {
-					keep = append(keep, c)
-				}
-			}
-			if err := m.sqliteRebuild(ctx, tx, SessionsTable, newSQL, keep, func(ixSQL string) bool { return !mentions(ixSQL, SessionCredColumn) }); err != nil {
-				return err
-			}
-			r.Rebuilt = true
+		if err := m.sqliteRemoveColumn(ctx, tx, meta, r); err != nil {
+			return err
 		}
 		after, err := fkViolations(ctx, tx, fkTables)
 		if err != nil {
+			return err
+		}
+		if after > before {
+			// Perhaps the application changed rows since the count
+			// outside the lock: count again without the removal, then
+			// remove again.
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO remove_column"); err != nil {
+				return err
+			}
+			if before, err = fkViolations(ctx, tx, fkTables); err != nil {
+				return err
+			}
+			if err := m.sqliteRemoveColumn(ctx, tx, meta, r); err != nil {
+				return err
+			}
+			if after, err = fkViolations(ctx, tx, fkTables); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE remove_column"); err != nil {
 			return err
 		}
 		r.ForeignKeyViolations = after
@@ -247,6 +268,107 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 		return nil, internal(err, "dropping nats_auth_sessions.credential_id")
 	}
 	return r, nil
+}
+
+// sqliteRemoveColumn drops the credential column in tx: with the plain
+// statement where SQLite allows it, else (an indexed column, or one in a
+// foreign key, as the legacy column is) by rebuilding the table.
+func (m *Migrator) sqliteRemoveColumn(ctx context.Context, tx *sql.Tx, meta *sessionMeta, r *SessionColumn) error {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT drop_column"); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "ALTER TABLE "+SessionsTable+" DROP COLUMN "+SessionCredColumn); err == nil {
+		_, err := tx.ExecContext(ctx, "RELEASE drop_column")
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "ROLLBACK TO drop_column"); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "RELEASE drop_column"); err != nil {
+		return err
+	}
+	newSQL, ok := withoutColumn(meta.CreateSQL, SessionsTable, SessionCredColumn)
+	if !ok {
+		return errorf("cannot rewrite the definition of %s without %s", SessionsTable, SessionCredColumn)
+	}
+	var keep []string
+	for _, c := range meta.Columns {
+		if c != SessionCredColumn {
+			keep = append(keep, c)
+		}
+	}
+	if err := m.sqliteRebuild(ctx, tx, SessionsTable, newSQL, keep, func(ixSQL string) bool { return !mentions(ixSQL, SessionCredColumn) }); err != nil {
+		return err
+	}
+	r.Rebuilt = true
+	return nil
+}
+
+// stagedBackup is the session backup copied before the removal's
+// transaction (SQLite): its row count and digest.
+type stagedBackup struct {
+	n      int64
+	digest string
+}
+
+// stageSessionBackup copies (id, credential_id) into the backup table in
+// batches of BatchSize×10 sessions, each its own short transaction, and
+// digests the copy. A dry run stages nothing (nil).
+func (m *Migrator) stageSessionBackup(ctx context.Context) (*stagedBackup, error) {
+	if m.opts.DryRun {
+		return nil, nil
+	}
+	if err := m.inTx(ctx, true, func(tx *sql.Tx) error {
+		if err := m.ensureMetaTables(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "DELETE FROM "+sessionBackupTable)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var hi sql.NullInt64
+	if err := m.db.QueryRowContext(ctx, "SELECT max(id) FROM "+SessionsTable).Scan(&hi); err != nil {
+		return nil, err
+	}
+	step := int64(m.opts.BatchSize) * 10
+	for lo := int64(0); hi.Valid && lo < hi.Int64; lo += step {
+		start := time.Now()
+		err := m.inTx(ctx, true, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "INSERT INTO "+sessionBackupTable+" (session_id, credential_id) SELECT id, credential_id FROM "+
+				SessionsTable+" WHERE credential_id IS NOT NULL AND id > ? AND id <= ?", lo, lo+step)
+			return err
+		})
+		m.leaveGap(start)
+		if err != nil {
+			return nil, err
+		}
+	}
+	st := &stagedBackup{}
+	err := m.inReadTx(ctx, func(tx *sql.Tx) (err error) {
+		st.digest, st.n, err = pairDigest(ctx, tx, backupPairs)
+		return err
+	})
+	return st, err
+}
+
+// checkStagedBackup verifies, in the removal's transaction, that the staged
+// backup holds exactly the table's (id, credential_id) pairs: as many, each
+// in the table. If not (a session changed since, or nothing was staged), it
+// backs the pairs up again in tx (backupSessionPairs).
+func (m *Migrator) checkStagedBackup(ctx context.Context, tx *sql.Tx, st *stagedBackup, r *SessionColumn) error {
+	if st != nil {
+		ok, err := m.backupMatches(ctx, tx, st.n)
+		if err != nil {
+			return err
+		}
+		if ok {
+			r.BackedUp, r.Digest = st.n, st.digest
+			return nil
+		}
+		m.log.Info("credential migration: sessions changed since their backup was staged; backing them up again")
+	}
+	return m.backupSessionPairs(ctx, tx, r)
 }
 
 // sqliteNoFK runs fn in a transaction on one connection with foreign keys
