@@ -813,11 +813,9 @@ func (m *Migrator) passBatches(ctx context.Context, name string, start int64, pl
 	if plan != nil && write && check && commit && m.dialect == Postgres {
 		return m.copyPipelined(ctx, name, start, plan, checkpoint, total)
 	}
-	all := newPassStats()
-	var batches []batchResult
+	l := m.startPass(name, total)
+	defer l.prog.done()
 	after := start
-	prog := newProgress(m.opts.Progress, name, total, m.opts.Now)
-	defer prog.done()
 	for {
 		var planned []plannedUser
 		var seeds []seedRow
@@ -833,18 +831,37 @@ func (m *Migrator) passBatches(ctx context.Context, name string, start int64, pl
 		if last == after {
 			break
 		}
-		all.merge(b)
-		batches = append(batches, batchResult{lo: after, hi: last, st: b})
-		after = last
-		prog.add(b.Users + b.OrphanUsers)
-		if m.opts.BatchHook != nil && commit {
-			if err := m.opts.BatchHook(ctx, last); err != nil {
-				return nil, nil, err
-			}
+		if err := m.record(ctx, l, after, last, b, commit); err != nil {
+			return nil, nil, err
 		}
+		after = last
 	}
-	all.finish()
-	return all, batches, nil
+	l.all.finish()
+	return l.all, l.batches, nil
+}
+
+// passLog is what a pass has done so far: its batches in user-id order,
+// their stats merged, and the progress line.
+type passLog struct {
+	all     *PassStats
+	batches []batchResult
+	prog    *progress
+}
+
+func (m *Migrator) startPass(name string, total int64) *passLog {
+	return &passLog{all: newPassStats(), prog: newProgress(m.opts.Progress, name, total, m.opts.Now)}
+}
+
+// record adds the batch (lo, hi] to l, and runs BatchHook after it when it
+// committed.
+func (m *Migrator) record(ctx context.Context, l *passLog, lo, hi int64, st *PassStats, committed bool) error {
+	l.all.merge(st)
+	l.batches = append(l.batches, batchResult{lo: lo, hi: hi, st: st})
+	l.prog.add(st.Users + st.OrphanUsers)
+	if m.opts.BatchHook != nil && committed {
+		return m.opts.BatchHook(ctx, hi)
+	}
+	return nil
 }
 
 // oneBatch runs one batch (see runBatch) in its own transaction, retried as

@@ -85,21 +85,10 @@ func (m *Migrator) fly(ctx context.Context, f, pred *flight, checkpoint bool) {
 // alone by oneBatch, with its retries and its fallback to fresh reads, once
 // the batches after it have rolled back; the pipeline then goes on.
 func (m *Migrator) copyPipelined(ctx context.Context, name string, start int64, plan *copyPlan, checkpoint bool, total int64) (*PassStats, []batchResult, error) {
-	all := newPassStats()
-	var batches []batchResult
-	prog := newProgress(m.opts.Progress, name, total, m.opts.Now)
-	defer prog.done()
+	l := m.startPass(name, total)
+	defer l.prog.done()
 	var queue []*flight // in flight, in user-id order
 	next := start       // where the next batch to launch starts
-	committed := func(after, last int64, st *PassStats) error {
-		all.merge(st)
-		batches = append(batches, batchResult{lo: after, hi: last, st: st})
-		prog.add(st.Users + st.OrphanUsers)
-		if m.opts.BatchHook != nil {
-			return m.opts.BatchHook(ctx, last)
-		}
-		return nil
-	}
 	for {
 		for len(queue) < pipelineDepth {
 			planned, seeds := plan.next(next, m.opts.BatchSize)
@@ -122,15 +111,14 @@ func (m *Migrator) copyPipelined(ctx context.Context, name string, start int64, 
 		<-f.done
 		if f.err == nil {
 			queue = queue[1:]
-			if err := committed(f.after, f.last, f.st); err != nil {
-				return nil, nil, m.land(queue, err)
+			if err := m.record(ctx, l, f.after, f.last, f.st, true); err != nil {
+				land(queue)
+				return nil, nil, err
 			}
 			continue
 		}
 		// The batches after f roll back (they wait for f); redo f alone.
-		for _, g := range queue[1:] {
-			<-g.done
-		}
+		land(queue[1:])
 		queue = nil
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
@@ -140,22 +128,21 @@ func (m *Migrator) copyPipelined(ctx context.Context, name string, start int64, 
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := committed(f.after, last, st); err != nil {
+		if err := m.record(ctx, l, f.after, last, st, true); err != nil {
 			return nil, nil, err
 		}
 		next = last
 	}
-	all.finish()
-	return all, batches, nil
+	l.all.finish()
+	return l.all, l.batches, nil
 }
 
-// land waits for the batches still in flight (they commit or roll back on
-// their own) and returns err.
-func (m *Migrator) land(queue []*flight, err error) error {
+// land waits for the batches still in flight to end (each commits or rolls
+// back on its own).
+func land(queue []*flight) {
 	for _, f := range queue {
 		<-f.done
 	}
-	return err
 }
 
 // setCheckpoint records, in a batch's transaction, that every user id up to

@@ -313,9 +313,9 @@ func (m *Migrator) scrubBatchSeeds(ctx context.Context, tx *sql.Tx, seeds []seed
 	if byID != nil {
 		stale = errBatchRaced
 	}
-	hashes := make([]string, len(seeds))
+	ids, olds, hashes := make([]int64, len(seeds)), make([]string, len(seeds)), make([]string, len(seeds))
 	for i, s := range seeds {
-		hashes[i] = seedHash(s.seed)
+		ids[i], olds[i], hashes[i] = s.id, s.seed, seedHash(s.seed)
 	}
 	if m.dialect == Postgres {
 		if _, err := tx.ExecContext(ctx, "SELECT set_config('"+selfSetting+"', 'on', true)"); err != nil {
@@ -327,10 +327,6 @@ func (m *Migrator) scrubBatchSeeds(ctx context.Context, tx *sql.Tx, seeds []seed
 		if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(rowid), 0) FROM "+changedTable).Scan(&mark); err != nil {
 			return err
 		}
-	}
-	ids, olds := make([]int64, len(seeds)), make([]string, len(seeds))
-	for i, s := range seeds {
-		ids[i], olds[i] = s.id, s.seed
 	}
 	written, err := m.replaceSeeds(ctx, tx, LegacyTable, "seed_hash", ids, olds, hashes)
 	if err != nil {

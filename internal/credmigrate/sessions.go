@@ -197,8 +197,7 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 	// The backup is copied in short transactions and its digest taken, and
 	// the foreign-key violations already there are counted, outside the
 	// lock; inside it the backup is checked against the table (and redone
-	// there if a session changed meanwhile), and the violations are counted
-	// again only if the rebuild seems to have added some.
+	// there if a session changed meanwhile).
 	staged, err := m.stageSessionBackup(ctx)
 	if err != nil {
 		return nil, internal(err, "backing up nats_auth_sessions.credential_id")
@@ -223,13 +222,8 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 		if err != nil {
 			return err
 		}
-		for _, ix := range meta.Indexes {
-			r.DroppedIndexes = append(r.DroppedIndexes, ix)
-		}
+		r.DroppedIndexes = append(r.DroppedIndexes, meta.Indexes...)
 		if err := m.putMeta(ctx, tx, "sessions", meta); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT remove_column"); err != nil {
 			return err
 		}
 		if err := m.sqliteRemoveColumn(ctx, tx, meta, r); err != nil {
@@ -239,29 +233,11 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 		if err != nil {
 			return err
 		}
-		if after > before {
-			// Perhaps the application changed rows since the count
-			// outside the lock: count again without the removal, then
-			// remove again.
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO remove_column"); err != nil {
-				return err
-			}
-			if before, err = fkViolations(ctx, tx, fkTables); err != nil {
-				return err
-			}
-			if err := m.sqliteRemoveColumn(ctx, tx, meta, r); err != nil {
-				return err
-			}
-			if after, err = fkViolations(ctx, tx, fkTables); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.ExecContext(ctx, "RELEASE remove_column"); err != nil {
-			return err
-		}
 		r.ForeignKeyViolations = after
 		if after > before {
-			return errorf("PRAGMA foreign_key_check reports %d new violations after rebuilding %s", after-before, SessionsTable)
+			// New, or written by the application since they were counted:
+			// nothing is dropped either way, and a rerun counts again.
+			return errorf("PRAGMA foreign_key_check reports %d more violations after rebuilding %s than before it; nothing was changed, run the command again", after-before, SessionsTable)
 		}
 		return nil
 	}); err != nil {
