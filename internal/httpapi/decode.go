@@ -186,10 +186,15 @@ func hexEscape(body []byte, i int) (rune, bool) {
 
 // writeJSON writes v with the given status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	startJSON(w, status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// startJSON writes the headers and status of a JSON answer.
+func startJSON(w http.ResponseWriter, status int) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 // pathID parses a positive int64 path value.

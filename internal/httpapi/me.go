@@ -184,13 +184,14 @@ func refreshBody(body []byte) (string, bool) {
 	return string(key), true
 }
 
-// writeCredentialJSON writes v as writeJSON does. When every string in it
-// is plain printable ASCII that JSON needs no escape for (a JWT, a public
-// key and NATS URLs are) and the time is within the years encoding/json
-// accepts, it writes the same bytes by hand, without encoding/json's
-// reflection; otherwise through writeJSON.
+// writeCredentialJSON writes v as writeJSON does. The answer to a refresh
+// (no seed, NATS URLs listed) whose strings are plain printable ASCII that
+// JSON needs no escape for (a JWT, a public key and NATS URLs are), with a
+// time within the years encoding/json accepts, is written byte for byte the
+// same by hand, without encoding/json's reflection; anything else, and
+// every answer carrying a seed, goes through writeJSON.
 func writeCredentialJSON(w http.ResponseWriter, status int, v credentialResponse) {
-	plain := plainJSON(v.JWT) && plainJSON(v.PublicKey) && plainJSON(v.Seed) && plainJSON(v.Creds) &&
+	plain := v.Seed == "" && v.Creds == "" && v.NATSURLs != nil && plainJSON(v.JWT) && plainJSON(v.PublicKey) &&
 		v.ExpiresAt.Year() >= 0 && v.ExpiresAt.Year() <= 9999
 	for _, u := range v.NATSURLs {
 		plain = plain && plainJSON(u)
@@ -199,43 +200,24 @@ func writeCredentialJSON(w http.ResponseWriter, status int, v credentialResponse
 		writeJSON(w, status, v)
 		return
 	}
-	b := make([]byte, 0, 256+len(v.JWT)+len(v.Seed)+len(v.Creds))
+	b := make([]byte, 0, 256+len(v.JWT))
 	b = append(b, `{"jwt":"`...)
 	b = append(b, v.JWT...)
 	b = append(b, `","public_key":"`...)
 	b = append(b, v.PublicKey...)
 	b = append(b, `","expires_at":"`...)
 	b = v.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","nats_urls":`...)
-	if v.NATSURLs == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, u := range v.NATSURLs {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, '"')
-			b = append(b, u...)
-			b = append(b, '"')
+	b = append(b, `","nats_urls":[`...)
+	for i, u := range v.NATSURLs {
+		if i > 0 {
+			b = append(b, ',')
 		}
-		b = append(b, ']')
-	}
-	if v.Seed != "" {
-		b = append(b, `,"seed":"`...)
-		b = append(b, v.Seed...)
+		b = append(b, '"')
+		b = append(b, u...)
 		b = append(b, '"')
 	}
-	if v.Creds != "" {
-		b = append(b, `,"creds":"`...)
-		b = append(b, v.Creds...)
-		b = append(b, '"')
-	}
-	b = append(b, "}\n"...)
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
+	b = append(b, "]}\n"...)
+	startJSON(w, status)
 	_, _ = w.Write(b)
 }
 
