@@ -100,8 +100,15 @@ func benchOnce(b *testing.B, dialect string, n, batch int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The application writer has its own connections, as the application
+	// would: it must not share the migration's connection settings.
+	app, err := sqlstore.Open(ctx, legacy.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer app.Close()
 	stopProfile := startProfile(b, dialect)
-	runProbe := startProbe(ctx, st, n)
+	runProbe := startProbe(ctx, app, n)
 	t1 := time.Now()
 	rep, err := m.Run(ctx)
 	runDur := time.Since(t1)
@@ -109,7 +116,7 @@ func benchOnce(b *testing.B, dialect string, n, batch int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	dropProbe := startProbe(ctx, st, n)
+	dropProbe := startProbe(ctx, app, n)
 	t2 := time.Now()
 	sess, err := m.DropSessionCredentialColumn(ctx)
 	dropDur := time.Since(t2)
