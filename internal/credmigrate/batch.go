@@ -815,13 +815,6 @@ func (m *Migrator) passBatches(ctx context.Context, name string, start int64, pl
 	}
 	l := m.startPass(name, total)
 	defer l.prog.done()
-	if m.dialect == SQLite && write && commit {
-		m.lazyCheckpoint = true
-		defer func() {
-			m.lazyCheckpoint = false
-			m.checkpointWAL(ctx)
-		}()
-	}
 	after := start
 	for {
 		var planned []plannedUser
@@ -894,7 +887,7 @@ func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, p
 		if !write {
 			return m.inReadTx(ctx, run)
 		}
-		defer m.leaveGap(ctx, time.Now())
+		defer m.leaveGap(time.Now())
 		return m.inTx(ctx, commit, run)
 	}
 	err := inTx()
@@ -925,30 +918,14 @@ const (
 
 // leaveGap, called when a write transaction that began at start has ended,
 // pauses on SQLite once the write lock has been held for sqliteLockSlice
-// since the last pause; with lazyCheckpoint it checkpoints the WAL in the
-// pause, which takes no write lock, and pauses at least sqliteLockGap.
-func (m *Migrator) leaveGap(ctx context.Context, start time.Time) {
+// since the last pause.
+func (m *Migrator) leaveGap(start time.Time) {
 	if m.dialect != SQLite {
 		return
 	}
 	if m.lockHeld += time.Since(start); m.lockHeld >= sqliteLockSlice {
-		t0 := time.Now()
-		if m.lazyCheckpoint {
-			m.checkpointWAL(ctx)
-		}
-		time.Sleep(sqliteLockGap - time.Since(t0))
+		time.Sleep(sqliteLockGap)
 		m.lockHeld = 0
-	}
-}
-
-// checkpointWAL copies what SQLite's WAL holds into the database file as
-// far as readers allow (PASSIVE: it waits for no one and takes no write
-// lock). A checkpoint that fails loses nothing: the commits stay in the
-// WAL, and the next checkpoint, this one's or any connection's automatic
-// one, copies them.
-func (m *Migrator) checkpointWAL(ctx context.Context) {
-	if _, err := m.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-		m.log.Debug("credential migration: WAL checkpoint failed; a later one will copy its pages", "err", err)
 	}
 }
 

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -113,16 +112,6 @@ type Migrator struct {
 	// lockHeld is how long SQLite's write lock has been held since the
 	// last gap (leaveGap).
 	lockHeld time.Duration
-	// lazyCheckpoint is set while SQLite's batches run (passBatches): their
-	// commits do not checkpoint the WAL, the lock gaps do (leaveGap). Each
-	// commit's automatic checkpoint copied the batch's pages into the
-	// database file and synced it, and as a batch's users have random keys,
-	// that was most of the nats_public_key index again every batch; a
-	// checkpoint every lock slice copies a page once however many batches
-	// wrote it since the last, and runs while the application may write.
-	// (A connection keeps the setting until the migration's next
-	// transaction on it sets it back; the pass ends with a checkpoint.)
-	lazyCheckpoint bool
 }
 
 // New returns a Migrator for db in dialect.
@@ -243,28 +232,19 @@ func (m *Migrator) tryTx(ctx context.Context, opts *sql.TxOptions, commit bool, 
 // another connection's commit empties a connection's cache, every batch
 // reads its pages again, which a memory map makes cheaper than a read call
 // each. 128 MB of cache and a map of up to 4 GB of the file: the copy ran
-// about 8 % faster at 200 000 users (BENCHMARKS.md, session 5). The
-// automatic checkpoint is set too: see lazyCheckpoint.
-const sqlitePragmas = "PRAGMA cache_size = -131072; PRAGMA mmap_size = 4294967296; PRAGMA wal_autocheckpoint = "
-
-// sqliteAutoCheckpoint is SQLite's default automatic checkpoint (WAL pages),
-// which mulchat's store keeps and the migration's transactions restore.
-const sqliteAutoCheckpoint = 1000
+// about 8 % faster at 200 000 users (BENCHMARKS.md, session 5).
+const sqlitePragmas = "PRAGMA cache_size = -131072; PRAGMA mmap_size = 4294967296"
 
 // beginTx begins a transaction; on PostgreSQL with the migration's lock
 // and statement timeouts and its shared work lock, on SQLite with
-// sqlitePragmas and the automatic checkpoint off while m.lazyCheckpoint.
+// sqlitePragmas.
 func (m *Migrator) beginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
 	tx, err := m.db.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
 	if m.dialect == SQLite {
-		auto := sqliteAutoCheckpoint
-		if m.lazyCheckpoint {
-			auto = 0
-		}
-		if _, err := tx.ExecContext(ctx, sqlitePragmas+strconv.Itoa(auto)); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlitePragmas); err != nil {
 			tx.Rollback()
 			return nil, err
 		}
