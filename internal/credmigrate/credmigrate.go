@@ -231,9 +231,10 @@ func (m *Migrator) tryTx(ctx context.Context, opts *sql.TxOptions, commit bool, 
 // WAL in the middle of the transaction and again at its commit; and as
 // another connection's commit empties a connection's cache, every batch
 // reads its pages again, which a memory map makes cheaper than a read call
-// each. 128 MB of cache and a map of up to 4 GB of the file: the copy ran
-// about 8 % faster at 200 000 users (BENCHMARKS.md, session 5).
-const sqlitePragmas = "PRAGMA cache_size = -131072; PRAGMA mmap_size = 4294967296"
+// each. 128 MB of cache and a map of the file's first 2 GB (the most
+// SQLite's build allows): the copy ran about 8 % faster at 200 000 users
+// (BENCHMARKS.md, session 5).
+const sqlitePragmas = "PRAGMA cache_size = -131072; PRAGMA mmap_size = 2147418112"
 
 // beginTx begins a transaction; on PostgreSQL with the migration's lock
 // and statement timeouts and its shared work lock, on SQLite with
