@@ -815,6 +815,9 @@ func (m *Migrator) passBatches(ctx context.Context, name string, start int64, pl
 	}
 	l := m.startPass(name, total)
 	defer l.prog.done()
+	if m.dialect == SQLite && write && commit {
+		defer m.checkpointWAL(ctx)
+	}
 	after := start
 	for {
 		var planned []plannedUser
@@ -872,6 +875,7 @@ func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, p
 	var b *PassStats
 	var last int64
 	run := func(tx *sql.Tx) error {
+		began := time.Now()
 		b = newPassStats()
 		var err error
 		last, err = m.runBatch(ctx, tx, after, hi, plan, seeds, write, check, b)
@@ -879,7 +883,12 @@ func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, p
 			return err
 		}
 		if checkpoint {
-			err = m.setCheckpoint(ctx, tx, last)
+			if err = m.setCheckpoint(ctx, tx, last); err != nil {
+				return err
+			}
+		}
+		if write && commit {
+			err = m.checkpointAtSliceEnd(ctx, tx, began)
 		}
 		return err
 	}
@@ -918,14 +927,51 @@ const (
 
 // leaveGap, called when a write transaction that began at start has ended,
 // pauses on SQLite once the write lock has been held for sqliteLockSlice
-// since the last pause.
+// since the last pause, but never after a commit that left its checkpoint
+// to a later one (checkpointAtSliceEnd): the next batch ends the slice.
 func (m *Migrator) leaveGap(start time.Time) {
 	if m.dialect != SQLite {
 		return
 	}
-	if m.lockHeld += time.Since(start); m.lockHeld >= sqliteLockSlice {
+	deferred := m.checkpointDeferred
+	m.checkpointDeferred = false
+	if m.lockHeld += time.Since(start); m.lockHeld >= sqliteLockSlice && !deferred {
 		time.Sleep(sqliteLockGap)
 		m.lockHeld = 0
+	}
+}
+
+// checkpointAtSliceEnd, at the end of a SQLite batch about to commit,
+// turns its commit's automatic checkpoint off unless the batch ends a lock
+// slice (leaveGap pauses after it). A checkpoint copies into the database
+// file, and syncs, every page the WAL holds, and the batches of one slice
+// share most of them (the leaves of the random-keyed nats_public_key index):
+// checkpointed once a slice, such a page is copied once instead of once a
+// batch. That checkpoint runs, as every automatic one, right after its
+// commit and without the write lock, at the start of the pause, so the
+// application's connections, blocked while the slice ran, find the WAL
+// checkpointed or being checkpointed when they commit in the pause, and
+// (but for a race of microseconds) do not take the work over: their own
+// automatic checkpoint finds it done or busy. Each migration transaction
+// sets the automatic checkpoint back (sqlitePragmas), and a write pass ends
+// with a checkpoint.
+func (m *Migrator) checkpointAtSliceEnd(ctx context.Context, tx *sql.Tx, began time.Time) error {
+	m.checkpointDeferred = false
+	if m.dialect != SQLite || m.lockHeld+time.Since(began) >= sqliteLockSlice {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0")
+	m.checkpointDeferred = err == nil
+	return err
+}
+
+// checkpointWAL copies what SQLite's WAL holds into the database file as
+// far as readers allow (PASSIVE: it waits for no one and takes no write
+// lock). One that fails loses nothing: the commits stay in the WAL for the
+// next checkpoint, the migration's or any connection's automatic one.
+func (m *Migrator) checkpointWAL(ctx context.Context) {
+	if _, err := m.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		m.log.Debug("credential migration: WAL checkpoint failed; a later one will copy its pages", "err", err)
 	}
 }
 

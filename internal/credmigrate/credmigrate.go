@@ -110,8 +110,10 @@ type Migrator struct {
 	// batches then remove what the trigger recorded of their own writes).
 	capturing bool
 	// lockHeld is how long SQLite's write lock has been held since the
-	// last gap (leaveGap).
-	lockHeld time.Duration
+	// last gap (leaveGap); checkpointDeferred, that the last batch's commit
+	// left its checkpoint to a later one (checkpointAtSliceEnd).
+	lockHeld           time.Duration
+	checkpointDeferred bool
 }
 
 // New returns a Migrator for db in dialect.
@@ -233,8 +235,10 @@ func (m *Migrator) tryTx(ctx context.Context, opts *sql.TxOptions, commit bool, 
 // reads its pages again, which a memory map makes cheaper than a read call
 // each. 128 MB of cache and a map of the file's first 2 GB (the most
 // SQLite's build allows): the copy ran about 8 % faster at 200 000 users
-// (BENCHMARKS.md, session 5).
-const sqlitePragmas = "PRAGMA cache_size = -131072; PRAGMA mmap_size = 2147418112"
+// (BENCHMARKS.md, session 5). They also set SQLite's default automatic
+// checkpoint, which a copy batch may have turned off on the connection
+// (checkpointAtSliceEnd).
+const sqlitePragmas = "PRAGMA cache_size = -131072; PRAGMA mmap_size = 2147418112; PRAGMA wal_autocheckpoint = 1000"
 
 // beginTx begins a transaction; on PostgreSQL with the migration's lock
 // and statement timeouts and its shared work lock, on SQLite with
