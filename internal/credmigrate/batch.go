@@ -917,9 +917,10 @@ func (m *Migrator) oneBatch(ctx context.Context, name string, after, hi int64, p
 // transactions the lock is free only for microseconds, which a sleeping
 // writer would almost never hit. So once the migration has held the lock
 // for sqliteLockSlice it leaves a gap longer than the handler's longest
-// sleep: a waiting writer then gets through within about a slice and a
-// batch (the benchmark's application writer records its longest wait), and
-// the migration spends about a tenth of its time waiting.
+// sleep: a waiting writer then gets through within about a slice, a batch
+// and the slice's checkpoint (checkpointAtSliceEnd; the benchmark's
+// application writer records its longest wait), and the migration spends
+// about a tenth of its time waiting.
 const (
 	sqliteLockSlice = 1500 * time.Millisecond
 	sqliteLockGap   = 150 * time.Millisecond
