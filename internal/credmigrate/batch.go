@@ -936,7 +936,7 @@ func (m *Migrator) leaveGap(start time.Time) {
 	}
 	deferred := m.checkpointDeferred
 	m.checkpointDeferred = false
-	if m.lockHeld += time.Since(start); m.lockHeld >= sqliteLockSlice && !deferred {
+	if m.lockHeld += time.Since(start); m.lockHeld >= m.lockSlice && !deferred {
 		time.Sleep(sqliteLockGap)
 		m.lockHeld = 0
 	}
@@ -957,8 +957,11 @@ func (m *Migrator) leaveGap(start time.Time) {
 // sets the automatic checkpoint back (sqlitePragmas), and a write pass ends
 // with a checkpoint.
 func (m *Migrator) checkpointAtSliceEnd(ctx context.Context, tx *sql.Tx, began time.Time) error {
+	if m.dialect != SQLite {
+		return nil
+	}
 	m.checkpointDeferred = false
-	if m.dialect != SQLite || m.lockHeld+time.Since(began) >= sqliteLockSlice {
+	if m.lockHeld+time.Since(began) >= m.lockSlice {
 		return nil
 	}
 	_, err := tx.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 0")

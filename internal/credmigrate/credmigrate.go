@@ -110,10 +110,11 @@ type Migrator struct {
 	// batches then remove what the trigger recorded of their own writes).
 	capturing bool
 	// lockHeld is how long SQLite's write lock has been held since the
-	// last gap (leaveGap); checkpointDeferred, that the last batch's commit
-	// left its checkpoint to a later one (checkpointAtSliceEnd).
-	lockHeld           time.Duration
-	checkpointDeferred bool
+	// last gap (leaveGap), lockSlice how long it may be (sqliteLockSlice;
+	// tests set it); checkpointDeferred, that the last batch's commit left
+	// its checkpoint to a later one (checkpointAtSliceEnd).
+	lockHeld, lockSlice time.Duration
+	checkpointDeferred  bool
 }
 
 // New returns a Migrator for db in dialect.
@@ -156,7 +157,7 @@ func New(db *sql.DB, dialect string, opts Options) (*Migrator, error) {
 	if opts.HashPassword == nil {
 		opts.HashPassword = defaultHash
 	}
-	return &Migrator{db: db, dialect: dialect, opts: opts, log: opts.Logger}, nil
+	return &Migrator{db: db, dialect: dialect, opts: opts, log: opts.Logger, lockSlice: sqliteLockSlice}, nil
 }
 
 // ph returns the n-th (1-based) placeholder of the dialect.
