@@ -131,9 +131,6 @@ func TestAdoptAndMigrate(t *testing.T) {
 	})
 }
 
-// On SQLite a verification pass only reads: it takes no write lock (mulchat
-// begins other transactions IMMEDIATE), so it neither waits for the
-// application's writers nor holds them up.
 // TestSQLiteCopyCheckpointsLazily: on SQLite the copy's commits within a
 // lock slice leave the WAL to be checkpointed by the slice's last commit
 // or at the pass's end (checkpointAtSliceEnd), so here, where the whole
@@ -172,6 +169,9 @@ func TestSQLiteCopyCheckpointsLazily(t *testing.T) {
 	}
 }
 
+// On SQLite a verification pass only reads: it takes no write lock (mulchat
+// begins other transactions IMMEDIATE), so it neither waits for the
+// application's writers nor holds them up.
 func TestVerifyTakesNoWriteLock(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, legacytest.SQLite(t), legacygen.Options{Users: 60, Seed: 23})

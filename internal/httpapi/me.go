@@ -111,6 +111,11 @@ func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if err != nil {
 		return err
 	}
+	return decodeOptionalBody(body, dst)
+}
+
+// decodeOptionalBody decodes body into dst; a blank body leaves dst as it is.
+func decodeOptionalBody(body []byte, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
@@ -139,11 +144,9 @@ func (s *Server) handleIssueCredential(w http.ResponseWriter, r *http.Request, s
 	}
 	if key, ok := refreshBody(body); ok {
 		req.PublicKey = key
-	} else if len(bytes.TrimSpace(body)) > 0 {
-		if err := decodeBody(body, &req); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
+	} else if err := decodeOptionalBody(body, &req); err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	if req.PublicKey != "" && !nkeys.IsValidPublicUserKey(req.PublicKey) {
 		s.writeError(w, r, mulchat.Errorf(mulchat.EINVALID, "public_key must be a NATS user public key (starting with U)"))
