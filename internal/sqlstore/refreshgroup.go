@@ -63,6 +63,7 @@ func (db *DB) RefreshGroupStats() (statements, refreshes int64) {
 type refreshCall struct {
 	userID int64
 	c      mulchat.NATSCredential
+	args   []any // the one-row statement's, converted and checked once
 	done   chan refreshResult
 }
 
@@ -77,10 +78,11 @@ type refreshResult struct {
 // do writes one refresh (c.ExpiresAt set) with whichever statement is next.
 // Bad text is refused here, before the call can share a statement.
 func (g *refreshGroup) do(ctx context.Context, userID int64, c mulchat.NATSCredential) (bool, error) {
-	if _, err := g.q.args([]any{c.JWT, c.SeedHash, c.PublicKey, c.AccountPublicKey, *c.ExpiresAt}); err != nil {
+	args, err := g.q.args(refreshOneArgs(userID, c))
+	if err != nil {
 		return false, err
 	}
-	call := &refreshCall{userID: userID, c: c}
+	call := &refreshCall{userID: userID, c: c, args: args}
 	g.mu.Lock()
 	if !g.running {
 		g.running = true
@@ -160,9 +162,9 @@ func (g *refreshGroup) take() []*refreshCall {
 }
 
 // refreshBatch is RefreshUserNATSJWT's statement for several users at once
-// (distinct ids, text checked by do), on PostgreSQL: the one-row statement
-// of each refresh, sent together in one pipeline (one round trip) ending in
-// one Sync, so that PostgreSQL runs them as one implicit transaction with one
+// (distinct ids, arguments converted and checked by do), on PostgreSQL: the
+// one-row statement of each refresh, sent together in one pipeline (one
+// round trip) ending in one Sync, so that PostgreSQL runs them as one implicit transaction with one
 // commit, which, like the single statement's, does not wait for the WAL
 // flush. Each statement leaves a row another transaction holds alone rather
 // than waiting for it, so no row delays or deadlocks the others; each
@@ -184,11 +186,7 @@ func (q *queries) refreshBatch(ctx context.Context, batch []*refreshCall) (map[i
 	}
 	var b pgx.Batch
 	for _, call := range batch {
-		args, err := q.args(refreshOneArgs(call.userID, call.c))
-		if err != nil {
-			return nil, err
-		}
-		b.Queue(refreshOneRelaxedQuery, args...)
+		b.Queue(refreshOneRelaxedQuery, call.args...)
 	}
 	conn, err := q.db.sql.Conn(ctx)
 	if err != nil {
