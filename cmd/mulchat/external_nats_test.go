@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/mulchat/mulchat"
 	"github.com/mulchat/mulchat/internal/app"
 	"github.com/mulchat/mulchat/internal/testenv"
+	"github.com/mulchat/mulchat/internal/testenv/natscluster"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -82,14 +82,12 @@ func TestServerConfigClusterStartsStockServers(t *testing.T) {
 	c.fails("--cluster-name", "", "nats", "server-config", "--server-name", "n1", "--cluster-routes", "nats-route://127.0.0.1:6222")
 	c.fails("--cluster-port needs", "", "nats", "server-config", "--cluster-port", "7222")
 
-	ports := []int{freePort(t), freePort(t)}
-	routes := "nats-route://127.0.0.1:" + strconv.Itoa(ports[0]) + ",nats-route://127.0.0.1:" + strconv.Itoa(ports[1])
-	var servers []*server.Server
-	for i, port := range ports {
+	servers := natscluster.Start(t, 2, func(i int, ports []int) *server.Options {
+		routes := "nats-route://127.0.0.1:" + strconv.Itoa(ports[0]) + ",nats-route://127.0.0.1:" + strconv.Itoa(ports[1])
 		name := "n" + strconv.Itoa(i+1)
 		dir := t.TempDir()
 		text := c.ok("", "nats", "server-config", "--host", "127.0.0.1", "--port", "-1", "--ws-port", "-1",
-			"--server-name", name, "--cluster-name", "c1", "--cluster-port", strconv.Itoa(port),
+			"--server-name", name, "--cluster-name", "c1", "--cluster-port", strconv.Itoa(ports[i]),
 			"--cluster-routes", routes,
 			"--resolver-dir", filepath.Join(dir, "resolver"), "--jetstream-dir", filepath.Join(dir, "js")).stdout
 		for _, want := range []string{`server_name: "` + name + `"`, "cluster: {", `name: "c1"`, "websocket: {"} {
@@ -97,8 +95,8 @@ func TestServerConfigClusterStartsStockServers(t *testing.T) {
 				t.Fatalf("server-config for %s lacks %q:\n%s", name, want, text)
 			}
 		}
-		servers = append(servers, startServer(t, processConfig(t, text)))
-	}
+		return processConfig(t, text)
+	})
 	waitFor(t, "the cluster routes", func() bool { return servers[0].NumRoutes() > 0 && servers[1].NumRoutes() > 0 })
 
 	svc := serviceConn(t, c, servers[0].ClientURL())
@@ -215,18 +213,6 @@ func userID(t *testing.T, c *cli, username string) int64 {
 		t.Fatal(err)
 	}
 	return u.ID
-}
-
-// freePort returns a TCP port that was free a moment ago, for listeners
-// whose port other servers must know in advance (cluster routes).
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // waitFor polls cond until it holds (testenv.Eventually).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"github.com/mulchat/mulchat/internal/router"
 	"github.com/mulchat/mulchat/internal/sqlstore/sqltest"
 	"github.com/mulchat/mulchat/internal/testenv"
+	"github.com/mulchat/mulchat/internal/testenv/natscluster"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -270,27 +270,19 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func TestExternalNATSCluster(t *testing.T) {
 	ctx := context.Background()
 	cfg := app.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", StreamReplicas: 3}
-	ports := make([]int, 3)
-	var routes []string
-	for i := range ports {
-		ports[i] = freeTCPPort(t)
-		routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(ports[i]))
-	}
-	dirs := make([]string, len(ports))
-	opts := make([]authority.ServerConfigOptions, len(ports))
-	for i, port := range ports {
-		dirs[i] = t.TempDir()
-		opts[i] = authority.ServerConfigOptions{
-			Host: "127.0.0.1", Port: -1, ServerName: "n" + strconv.Itoa(i+1),
-			ClusterName: "mulchat", ClusterPort: port, Routes: routes,
-			ResolverDir:  filepath.Join(dirs[i], "resolver"),
-			JetStreamDir: filepath.Join(dirs[i], "jetstream"),
+	servers := natscluster.Start(t, 3, func(i int, ports []int) *server.Options {
+		var routes []string
+		for _, p := range ports {
+			routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(p))
 		}
-	}
-	var servers []*server.Server
-	var urls []string
-	for i, text := range serverConfigs(t, cfg, opts...) {
-		conf := filepath.Join(dirs[i], "nats.conf")
+		dir := t.TempDir()
+		text := serverConfigs(t, cfg, authority.ServerConfigOptions{
+			Host: "127.0.0.1", Port: -1, ServerName: "n" + strconv.Itoa(i+1),
+			ClusterName: "mulchat", ClusterPort: ports[i], Routes: routes,
+			ResolverDir:  filepath.Join(dir, "resolver"),
+			JetStreamDir: filepath.Join(dir, "jetstream"),
+		})[0]
+		conf := filepath.Join(dir, "nats.conf")
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -298,19 +290,10 @@ func TestExternalNATSCluster(t *testing.T) {
 		if err != nil {
 			t.Fatalf("n%d: %v", i+1, err)
 		}
-		opts.NoSigs, opts.NoLog = true, true
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("n%d: %v", i+1, err)
-		}
-		s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		servers = append(servers, s)
-	}
+		return opts
+	})
+	var urls []string
 	for _, s := range servers {
-		if !s.ReadyForConnections(20 * time.Second) {
-			t.Fatal("a cluster server did not become ready")
-		}
 		urls = append(urls, s.ClientURL())
 	}
 
@@ -370,14 +353,4 @@ func TestExternalNATSCluster(t *testing.T) {
 	if msg.Text != "across the cluster" || msg.Sender.ID != bob.id {
 		t.Fatalf("delivered %+v", msg)
 	}
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
