@@ -87,6 +87,14 @@ func (s *PassStats) merge(b *PassStats) {
 
 const legacySelect = "SELECT id, user_id, jwt, seed_hash, public_key, account_id, account_public_key, expires_at, expired_at FROM " + LegacyTable
 
+// legacySelectSQLite is legacySelect reading the timestamps through SQLite's
+// no-op unary +. The driver turns the text of a column declared DATETIME
+// into a time.Time, whatever its form, so a legacy timestamp not in
+// SQLiteTimeFormat would look copyable as stored (nullTime.canon); an
+// expression has no declared type, so its text reaches nullTime as it is
+// stored (and is parsed once, not by the driver and again here).
+const legacySelectSQLite = "SELECT id, user_id, jwt, seed_hash, public_key, account_id, account_public_key, +expires_at, +expired_at FROM " + LegacyTable
+
 const userCredSelect = "SELECT id, nats_jwt, nats_seed_hash, nats_public_key, nats_account_id, nats_account_public_key, nats_expires_at, nats_expired_at FROM users"
 
 func scanCred(rows *sql.Rows, id *int64, userID *int64, c *cred) error {
@@ -156,9 +164,10 @@ func (m *Migrator) legacyRowsOf(ctx context.Context, q queryer, ids []int64) (ma
 }
 
 func (m *Migrator) legacyRowsWhere(ctx context.Context, q queryer, where string, args ...any) (map[int64][]*legacyRow, error) {
-	query := legacySelect + " WHERE " + where
+	query := legacySelectSQLite + " WHERE " + where
 	pg := m.dialect == Postgres
 	if pg {
+		query = legacySelect + " WHERE " + where
 		// xmin identifies the row version read: the database copies a
 		// winning row only if it is still that version (see copyDirect).
 		query = strings.Replace(query, "expired_at FROM", "expired_at, xmin::text FROM", 1)

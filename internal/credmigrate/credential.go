@@ -216,6 +216,10 @@ func (n *nullTime) Scan(v any) error {
 }
 
 func (n *nullTime) parse(s string) error {
+	if t, ok := parseCanonicalSQLiteTime(s); ok {
+		*n = nullTime{Time: t, Valid: true, canon: true}
+		return nil
+	}
 	s = strings.TrimSpace(s)
 	for _, f := range timeFormats {
 		if t, err := time.Parse(f, s); err == nil {
@@ -245,6 +249,30 @@ func canonicalSQLiteTime(s string) bool {
 		}
 	}
 	return true
+}
+
+// parseCanonicalSQLiteTime parses s if it is in exactly SQLiteTimeFormat
+// and a real instant (no month 13, no February 30th), the form of every
+// legacy and mulchat timestamp on SQLite, faster than time.Parse.
+func parseCanonicalSQLiteTime(s string) (time.Time, bool) {
+	if !canonicalSQLiteTime(s) {
+		return time.Time{}, false
+	}
+	num := func(i, j int) int {
+		v := 0
+		for _, c := range s[i:j] {
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	year, month, day := num(0, 4), time.Month(num(5, 7)), num(8, 10)
+	hour, minute, sec, micro := num(11, 13), num(14, 16), num(17, 19), num(20, 26)
+	t := time.Date(year, month, day, hour, minute, sec, micro*1000, time.UTC)
+	// time.Date normalizes what is out of range; time.Parse refuses it.
+	if t.Year() != year || t.Month() != month || t.Day() != day || t.Hour() != hour || t.Minute() != minute || t.Second() != sec {
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 func (n nullTime) equal(o nullTime) bool {

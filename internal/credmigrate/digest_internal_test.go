@@ -2,7 +2,9 @@ package credmigrate
 
 import (
 	"database/sql"
+	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // The digest of a set does not depend on how it is batched or ordered, and
@@ -53,6 +55,10 @@ func TestCanonicalSQLiteTime(t *testing.T) {
 		"2025-03-04T05:06:07.123456":  false,
 		"2025-03-04 05:06:07.1234567": false,
 		"2025-03-04 05:06:07.12345x":  false,
+		"2025-02-29 05:06:07.123456":  false, // not a leap year: refused
+		"2025-13-04 05:06:07.123456":  false,
+		"2025-03-04 24:06:07.123456":  false,
+		"2024-02-29 23:59:59.999999":  true,
 	} {
 		var n nullTime
 		if err := n.Scan(s); err != nil {
@@ -66,6 +72,20 @@ func TestCanonicalSQLiteTime(t *testing.T) {
 		}
 		if n.canon && n.Time.Format(SQLiteTimeFormat) != s {
 			t.Errorf("%q formats as %q", s, n.Time.Format(SQLiteTimeFormat))
+		}
+	}
+}
+
+// parseCanonicalSQLiteTime agrees with time.Parse on the canonical form.
+func TestParseCanonicalSQLiteTime(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 10000 {
+		want := time.Unix(r.Int64N(1<<36)-1<<35, r.Int64N(1e9)).UTC().Truncate(time.Microsecond)
+		s := want.Format(SQLiteTimeFormat)
+		got, ok := parseCanonicalSQLiteTime(s)
+		ref, err := time.Parse(SQLiteTimeFormat, s)
+		if !ok || err != nil || !got.Equal(ref) || !got.Equal(want) {
+			t.Fatalf("%q: fast %v %v, time.Parse %v %v", s, got, ok, ref, err)
 		}
 	}
 }

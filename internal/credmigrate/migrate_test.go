@@ -169,6 +169,39 @@ func TestSQLiteCopyCheckpointsLazily(t *testing.T) {
 	}
 }
 
+// Legacy timestamps on SQLite not in SQLiteTimeFormat (an ISO "T", no
+// fraction) are written to users.nats_* in that format, not copied as
+// stored: the driver parses any text of a DATETIME column, which must not
+// make such text look copyable as it is (text compares as text).
+func TestSQLiteNormalizesLegacyTimestamps(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, legacytest.SQLite(t), legacygen.Options{Users: 300, Seed: 31, FastKeys: true, PreexistingRate: -1})
+	e.adopt(t)
+	for _, q := range []string{
+		"UPDATE nats_user_credentials SET expires_at = replace(expires_at, ' ', 'T') WHERE id % 2 = 0",
+		"UPDATE nats_user_credentials SET expires_at = substr(expires_at, 1, 19) WHERE id % 2 = 1",
+	} {
+		if _, err := e.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := e.migrator(t, credmigrate.Options{BatchSize: 100}).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Verify.Unverified != 0 {
+		t.Fatalf("unverified: %+v", r.Verify)
+	}
+	var n, odd int
+	if err := e.db.QueryRowContext(ctx, `SELECT count(nats_expires_at), count(*) FILTER (WHERE nats_expires_at NOT GLOB
+		'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]') FROM users`).Scan(&n, &odd); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || odd != 0 {
+		t.Fatalf("%d of %d users.nats_expires_at not in %s", odd, n, credmigrate.SQLiteTimeFormat)
+	}
+}
+
 // On SQLite a verification pass only reads: it takes no write lock (mulchat
 // begins other transactions IMMEDIATE), so it neither waits for the
 // application's writers nor holds them up.
