@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+	"golang.org/x/crypto/blake2b"
 
 	"github.com/mulchat/mulchat/internal/password"
 )
@@ -99,8 +100,10 @@ func seedHash(seed string) string {
 }
 
 // digest256 is an order-independent digest of a set of users: the sum,
-// modulo 2^256, of each user's SHA-256 (over the canonical encoding of its id
-// and seven fields). Being a sum, it composes: a batch's digest adds to the
+// modulo 2^256, of each user's BLAKE2b-256 (over the canonical encoding of
+// its id and seven fields; BLAKE2b, not SHA-256, because it hashes a
+// credential's kilobyte 3.6 times as fast on CPUs without SHA instructions,
+// and the pre-check hashes every legacy credential). Being a sum, it composes: a batch's digest adds to the
 // pass's, and a batch verified again (catch-up) replaces its part exactly;
 // the same set gives the same digest however it was batched.
 type digest256 [4]uint64
@@ -120,10 +123,11 @@ func (d digest256) String() string {
 	return hex.EncodeToString(b[:])
 }
 
-// digest returns the SHA-256 of c's canonical encoding, as a digest256 term.
+// digest returns the BLAKE2b-256 of c's canonical encoding, as a digest256
+// term.
 func (c *cred) digest(userID int64) digest256 {
 	var arr [1024]byte
-	sum := sha256.Sum256(c.appendCanonical(arr[:0], userID))
+	sum := blake2b.Sum256(c.appendCanonical(arr[:0], userID))
 	var d digest256
 	for i := range d {
 		d[i] = binary.BigEndian.Uint64(sum[8*i:])
