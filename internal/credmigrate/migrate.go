@@ -218,9 +218,17 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 				}
 			}
 		}
-		more, err := m.scrubSeeds(ctx, m.opts.DryRun)
-		if err != nil {
-			return err
+		// users.nats_seed_hash is written only by mulchat (a hash) and by
+		// the batches (which hashed the legacy seed first), so its raw seeds
+		// are those the pre-check counted there, left by an earlier copy of
+		// the legacy values; with none, the column (a scan of users, which
+		// now carry the credentials) is not read again.
+		more := &SeedScrub{}
+		if m.opts.DryRun || p.RawSeedsUsers > 0 {
+			var err error
+			if more, err = m.scrubSeeds(ctx, m.opts.DryRun); err != nil {
+				return err
+			}
 		}
 		r.Seeds = s.merge(more).resolve()
 		m.warnSeeds(r.Seeds)

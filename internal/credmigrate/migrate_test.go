@@ -11,6 +11,8 @@ import (
 
 	"github.com/mulchat/mulchat"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/mulchat/mulchat/internal/credmigrate"
 	"github.com/mulchat/mulchat/internal/legacygen"
 	"github.com/mulchat/mulchat/internal/legacygen/legacytest"
@@ -57,6 +59,17 @@ func TestAdoptAndMigrate(t *testing.T) {
 			t.Fatalf("legacy permissions on the adopted database: %+v %v", perms, err)
 		}
 
+		// A raw seed an earlier copy of the legacy values left in
+		// users.nats_seed_hash, on a user without legacy credentials.
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed, _ := kp.Seed()
+		if _, err := e.db.Exec(e.placeholders("UPDATE users SET nats_seed_hash = ? WHERE id = (SELECT min(id) FROM users WHERE id NOT IN (SELECT user_id FROM nats_user_credentials))"), string(seed)); err != nil {
+			t.Fatal(err)
+		}
+
 		r, err := e.migrator(t, credmigrate.Options{}).Run(ctx)
 		if err != nil {
 			t.Fatalf("run: %v (report %+v)", err, r.Verify)
@@ -66,6 +79,13 @@ func TestAdoptAndMigrate(t *testing.T) {
 		}
 		if r.Seeds.LegacyRows != int64(e.res.RawSeeds) {
 			t.Errorf("seeds scrubbed in legacy rows = %d, want %d", r.Seeds.LegacyRows, e.res.RawSeeds)
+		}
+		var rawUsers int64
+		if err := e.db.QueryRow("SELECT count(*) FROM users WHERE nats_seed_hash LIKE 'S%'").Scan(&rawUsers); err != nil {
+			t.Fatal(err)
+		}
+		if rawUsers != 0 || r.Precheck.RawSeedsUsers == 0 || r.Seeds.UserRows != r.Precheck.RawSeedsUsers {
+			t.Errorf("%d raw seeds left in users.nats_seed_hash; scrubbed %d, the pre-check counted %d", rawUsers, r.Seeds.UserRows, r.Precheck.RawSeedsUsers)
 		}
 		if r.Passwords.Rehashed != int64(e.res.PlaintextPasswords) {
 			t.Errorf("passwords rehashed = %d, want %d", r.Passwords.Rehashed, e.res.PlaintextPasswords)

@@ -180,13 +180,16 @@ type PasswordScrub struct {
 func (m *Migrator) ScrubPasswords(ctx context.Context) (*PasswordScrub, error) {
 	s := &PasswordScrub{}
 	// Hashes the database can recognise (knownHash) are only counted;
-	// every other stored password is read and examined in Go.
-	if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM users WHERE "+m.knownHash("hashed_password")+
-		" AND hashed_password NOT LIKE '$argon2id$%'").Scan(&s.OtherSchemes); err != nil {
+	// every other stored password is read and examined in Go, from the
+	// first one the same scan finds (none: no second scan).
+	var first sql.NullInt64
+	if err := m.db.QueryRowContext(ctx, "SELECT count(*) FILTER (WHERE "+m.knownHash("hashed_password")+
+		" AND hashed_password NOT LIKE '$argon2id$%'), min(id) FILTER (WHERE hashed_password IS NOT NULL AND NOT "+
+		m.knownHash("hashed_password")+") FROM users").Scan(&s.OtherSchemes, &first); err != nil {
 		return nil, internal(err, "reading passwords")
 	}
-	after := int64(0)
-	for {
+	after := first.Int64 - 1
+	for first.Valid {
 		rows, err := m.db.QueryContext(ctx, m.q("SELECT id, hashed_password FROM users WHERE id > ? AND hashed_password IS NOT NULL AND NOT "+
 			m.knownHash("hashed_password")+" ORDER BY id LIMIT ?"), after, 10*m.opts.BatchSize)
 		if err != nil {
