@@ -195,20 +195,27 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 	// the foreign-key violations already there are counted, outside the
 	// lock; inside it the backup is checked against the table (and redone
 	// there if a session changed meanwhile).
-	staged, err := m.stageSessionBackup(ctx)
-	if err != nil {
-		return nil, internal(err, "backing up nats_auth_sessions.credential_id")
-	}
 	fkTables, err := fkTablesOf(ctx, m.db, SessionsTable)
 	if err != nil {
 		return nil, internal(err, "reading foreign keys")
 	}
+	// The count only reads, on a connection of its own (WAL): it runs
+	// while the backup is staged.
 	var before int64
-	if err := m.inReadTx(ctx, func(tx *sql.Tx) (err error) {
-		before, err = fkViolations(ctx, tx, fkTables)
-		return err
-	}); err != nil {
-		return nil, internal(err, "checking foreign keys")
+	fkDone := make(chan error, 1)
+	go func() {
+		fkDone <- m.inReadTx(ctx, func(tx *sql.Tx) (err error) {
+			before, err = fkViolations(ctx, tx, fkTables)
+			return err
+		})
+	}()
+	staged, err := m.stageSessionBackup(ctx)
+	fkErr := <-fkDone
+	if err != nil {
+		return nil, internal(err, "backing up nats_auth_sessions.credential_id")
+	}
+	if fkErr != nil {
+		return nil, internal(fkErr, "checking foreign keys")
 	}
 	if err := m.sqliteNoFK(ctx, !m.opts.DryRun, func(tx *sql.Tx) error {
 		*r = SessionColumn{}
