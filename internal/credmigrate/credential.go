@@ -339,9 +339,12 @@ func decodeClaims(token string) claims {
 // each key occurs exactly once and no value needs unescaping; ok is false
 // otherwise, and the caller decodes the JSON properly.
 func scanClaims(p []byte) (claims, bool) {
+	if bytes.IndexByte(p, '\\') >= 0 {
+		return claims{}, false
+	}
 	keyAt := func(key string) int {
 		i := bytes.Index(p, []byte(key))
-		if i < 0 || bytes.Index(p[i+len(key):], []byte(key)) >= 0 || bytes.IndexByte(p, '\\') >= 0 {
+		if i < 0 || bytes.Index(p[i+len(key):], []byte(key)) >= 0 {
 			return -1
 		}
 		return i + len(key)

@@ -425,28 +425,18 @@ func (m *Migrator) legacyRowsLight(ctx context.Context, q queryer, lo, hi int64)
 // and plans their copy when plan is set.
 func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (*Precheck, *copyPlan, error) {
 	p := &Precheck{}
-	users, err := m.userCreds(ctx, m.db, lo, hi, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	// Where every user of the range has empty users.nats_*, each decision
-	// is a copy whatever the winning row holds: only what ranks the rows
-	// and what the findings need is read (not the timestamps and account
-	// columns, and a seed only where it may be raw). A plan needs the whole
-	// winning row (its digest term).
-	light := !plan
-	for _, u := range users {
-		if !u.empty() {
-			light = false
-			break
-		}
-	}
+	// One read transaction: the range's users and legacy rows are read in
+	// one snapshot, and on SQLite with sqlitePragmas (the memory map saves
+	// a read call per page).
+	var users map[int64]*cred
 	var legacy map[int64][]*legacyRow
-	if light {
-		legacy, err = m.legacyRowsLight(ctx, m.db, lo, hi)
-	} else {
-		legacy, err = m.legacyRows(ctx, m.db, lo, hi)
-	}
+	err := m.inReadTx(ctx, func(tx *sql.Tx) (err error) {
+		if users, err = m.userCreds(ctx, tx, lo, hi, false); err != nil {
+			return err
+		}
+		legacy, err = m.rangeLegacyRows(ctx, tx, users, lo, hi, plan)
+		return err
+	})
 	if err != nil || len(legacy) == 0 {
 		return p, &copyPlan{}, err
 	}
@@ -529,4 +519,24 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (
 		}
 	}
 	return p, cp, nil
+}
+
+// rangeLegacyRows reads the legacy rows of user ids in (lo, hi] for the
+// pre-check. Where every user of the range (users) has empty users.nats_*,
+// each decision is a copy whatever the winning row holds: only what ranks
+// the rows and what the findings need is read (not the timestamps and
+// account columns, and a seed only where it may be raw). A plan needs the
+// whole winning row (its digest term).
+func (m *Migrator) rangeLegacyRows(ctx context.Context, q queryer, users map[int64]*cred, lo, hi int64, plan bool) (map[int64][]*legacyRow, error) {
+	light := !plan
+	for _, u := range users {
+		if !u.empty() {
+			light = false
+			break
+		}
+	}
+	if light {
+		return m.legacyRowsLight(ctx, q, lo, hi)
+	}
+	return m.legacyRows(ctx, q, lo, hi)
 }
