@@ -380,6 +380,13 @@ func (m *Migrator) sqliteNoFK(ctx context.Context, commit bool, fn func(tx *sql.
 			if err != nil {
 				return err
 			}
+			// The rebuild's copy and index builds: with SQLite's default
+			// 2 MB cache the copy spills pages before its commit and each
+			// index is sorted through temporary files.
+			if _, err := tx.ExecContext(ctx, sqlitePragmas); err != nil {
+				tx.Rollback()
+				return err
+			}
 			if err := fn(tx); err != nil {
 				tx.Rollback()
 				return err
