@@ -62,12 +62,20 @@ func (m *Migrator) precheck(ctx context.Context, plan bool) (*Precheck, *copyPla
 	if err := m.requireLayout(ctx, true); err != nil {
 		return nil, nil, err
 	}
+	// The counts read other tables than the range scans, which leave part
+	// of the cores idle (SQLite's reads wait on its page cache): they run
+	// beside them.
+	var counts precheckCounts
+	countsDone := make(chan error, 1)
+	go func() { countsDone <- m.precheckCounts(ctx, &counts) }()
 	p, cp, err := m.precheckRows(ctx, plan)
 	if err != nil {
+		<-countsDone
 		return nil, nil, err
 	}
 	contested, err := m.contestedKeys(ctx, cp.keys)
 	if err != nil {
+		<-countsDone
 		return nil, nil, err
 	}
 	cp.keys = nil
@@ -85,23 +93,37 @@ func (m *Migrator) precheck(ctx context.Context, plan bool) (*Precheck, *copyPla
 			}
 		}
 	}
-	if p.RawSeedsUsers, err = m.countRawSeedsUsers(ctx); err != nil {
+	if err := <-countsDone; err != nil {
 		return nil, nil, err
 	}
-	if p.PlaintextPasswords, err = m.countPlaintext(ctx); err != nil {
-		return nil, nil, err
+	p.RawSeedsUsers, p.PlaintextPasswords = counts.rawSeedsUsers, counts.plaintext
+	p.SessionCredentialRefs, p.DanglingSessionRefs = counts.sessionRefs, counts.danglingRefs
+	return p, cp, nil
+}
+
+// precheckCounts are the pre-check's findings outside the legacy rows.
+type precheckCounts struct {
+	rawSeedsUsers, plaintext, sessionRefs, danglingRefs int64
+}
+
+func (m *Migrator) precheckCounts(ctx context.Context, c *precheckCounts) (err error) {
+	if c.rawSeedsUsers, err = m.countRawSeedsUsers(ctx); err != nil {
+		return err
+	}
+	if c.plaintext, err = m.countPlaintext(ctx); err != nil {
+		return err
 	}
 	if ok, err := hasColumn(ctx, m.db, m.dialect, SessionsTable, SessionCredColumn); err != nil {
-		return nil, nil, internal(err, "pre-check: reading nats_auth_sessions")
+		return internal(err, "pre-check: reading nats_auth_sessions")
 	} else if ok {
-		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" WHERE credential_id IS NOT NULL").Scan(&p.SessionCredentialRefs); err != nil {
-			return nil, nil, internal(err, "pre-check: counting sessions")
-		}
-		if err := m.db.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" s WHERE s.credential_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "+LegacyTable+" c WHERE c.id = s.credential_id)").Scan(&p.DanglingSessionRefs); err != nil {
-			return nil, nil, internal(err, "pre-check: counting sessions")
+		// One scan: the sessions with a credential, and those whose
+		// credential row is gone.
+		if err := m.db.QueryRowContext(ctx, "SELECT count(*), count(*) - count(c.id) FROM "+SessionsTable+" s LEFT JOIN "+LegacyTable+
+			" c ON c.id = s.credential_id WHERE s.credential_id IS NOT NULL").Scan(&c.sessionRefs, &c.danglingRefs); err != nil {
+			return internal(err, "pre-check: counting sessions")
 		}
 	}
-	return p, cp, nil
+	return nil
 }
 
 // contestedKeys returns the public keys that more than one user holds or
