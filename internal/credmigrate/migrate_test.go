@@ -70,9 +70,21 @@ func TestAdoptAndMigrate(t *testing.T) {
 			t.Fatal(err)
 		}
 
+		var refs, dangling int64
+		if err := e.db.QueryRow("SELECT count(*) FROM nats_auth_sessions WHERE credential_id IS NOT NULL").Scan(&refs); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.QueryRow("SELECT count(*) FROM nats_auth_sessions s WHERE credential_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM nats_user_credentials c WHERE c.id = s.credential_id)").Scan(&dangling); err != nil {
+			t.Fatal(err)
+		}
+
 		r, err := e.migrator(t, credmigrate.Options{}).Run(ctx)
 		if err != nil {
 			t.Fatalf("run: %v (report %+v)", err, r.Verify)
+		}
+		if r.Precheck.SessionCredentialRefs != refs || r.Precheck.DanglingSessionRefs != dangling || refs == 0 {
+			t.Errorf("pre-check: %d session references, %d dangling; want %d, %d",
+				r.Precheck.SessionCredentialRefs, r.Precheck.DanglingSessionRefs, refs, dangling)
 		}
 		if r.Verify.Unverified != 0 || r.Verify.SourceDigest != r.Verify.TargetDigest {
 			t.Fatalf("verify: %+v", r.Verify)
