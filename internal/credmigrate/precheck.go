@@ -53,6 +53,7 @@ func (p *Precheck) sample(kind string, id int64) {
 // Precheck scans the legacy table and users without writing.
 func (m *Migrator) Precheck(ctx context.Context) (*Precheck, error) {
 	p, _, err := m.precheck(ctx, false)
+	m.pwScan = nil // for Run's scrub, which follows its pre-check at once
 	return p, err
 }
 
@@ -97,6 +98,7 @@ func (m *Migrator) precheck(ctx context.Context, plan bool) (*Precheck, *copyPla
 		return nil, nil, err
 	}
 	p.RawSeedsUsers, p.PlaintextPasswords = counts.rawSeedsUsers, counts.plaintext
+	m.pwScan = counts.passwords
 	p.SessionCredentialRefs, p.DanglingSessionRefs = counts.sessionRefs, counts.danglingRefs
 	return p, cp, nil
 }
@@ -104,6 +106,11 @@ func (m *Migrator) precheck(ctx context.Context, plan bool) (*Precheck, *copyPla
 // precheckCounts are the pre-check's findings outside the legacy rows.
 type precheckCounts struct {
 	rawSeedsUsers, plaintext, sessionRefs, danglingRefs int64
+	// passwords is the password scrub's scan, made here too while the
+	// range scans leave cores idle: the scrub that follows the pre-check
+	// starts from it (a password stored in clear after it, like one stored
+	// after the scrub, is left to a rerun).
+	passwords *passwordScan
 }
 
 func (m *Migrator) precheckCounts(ctx context.Context, c *precheckCounts) (err error) {
@@ -111,6 +118,9 @@ func (m *Migrator) precheckCounts(ctx context.Context, c *precheckCounts) (err e
 		return err
 	}
 	if c.plaintext, err = m.countPlaintext(ctx); err != nil {
+		return err
+	}
+	if c.passwords, err = m.scanPasswords(ctx); err != nil {
 		return err
 	}
 	if ok, err := hasColumn(ctx, m.db, m.dialect, SessionsTable, SessionCredColumn); err != nil {

@@ -181,13 +181,18 @@ func (m *Migrator) ScrubPasswords(ctx context.Context) (*PasswordScrub, error) {
 	s := &PasswordScrub{}
 	// Hashes the database can recognise (knownHash) are only counted;
 	// every other stored password is read and examined in Go, from the
-	// first one the same scan finds (none: no second scan).
-	var first sql.NullInt64
-	if err := m.db.QueryRowContext(ctx, "SELECT count(*) FILTER (WHERE "+m.knownHash("hashed_password")+
-		" AND hashed_password NOT LIKE '$argon2id$%'), min(id) FILTER (WHERE hashed_password IS NOT NULL AND NOT "+
-		m.knownHash("hashed_password")+") FROM users").Scan(&s.OtherSchemes, &first); err != nil {
-		return nil, internal(err, "reading passwords")
+	// first one the same scan finds (none: no second scan). Run's pre-check
+	// has made that scan.
+	scan := m.pwScan
+	m.pwScan = nil
+	if scan == nil {
+		var err error
+		if scan, err = m.scanPasswords(ctx); err != nil {
+			return nil, err
+		}
 	}
+	s.OtherSchemes = scan.otherSchemes
+	first := scan.first
 	after := first.Int64 - 1
 	for first.Valid {
 		rows, err := m.db.QueryContext(ctx, m.q("SELECT id, hashed_password FROM users WHERE id > ? AND hashed_password IS NOT NULL AND NOT "+
@@ -287,6 +292,25 @@ func (m *Migrator) ScrubPasswords(ctx context.Context) (*PasswordScrub, error) {
 	}
 	if s.Rehashed > 0 {
 		m.log.Warn("credential migration: plaintext passwords rehashed with argon2id; the users are flagged to rotate them", "users", s.Rehashed)
+	}
+	return s, nil
+}
+
+// passwordScan is what one scan of users.hashed_password tells the
+// password scrub: how many hashes the database recognises in another
+// scheme than argon2id, and the first user whose password it does not
+// recognise (plaintext or another scheme, told apart in Go).
+type passwordScan struct {
+	otherSchemes int64
+	first        sql.NullInt64
+}
+
+func (m *Migrator) scanPasswords(ctx context.Context) (*passwordScan, error) {
+	s := &passwordScan{}
+	if err := m.db.QueryRowContext(ctx, "SELECT count(*) FILTER (WHERE "+m.knownHash("hashed_password")+
+		" AND hashed_password NOT LIKE '$argon2id$%'), min(id) FILTER (WHERE hashed_password IS NOT NULL AND NOT "+
+		m.knownHash("hashed_password")+") FROM users").Scan(&s.otherSchemes, &s.first); err != nil {
+		return nil, internal(err, "reading passwords")
 	}
 	return s, nil
 }
