@@ -40,8 +40,8 @@ func Start(t testing.TB, n int, configure func(i int, ports []int) *server.Optio
 	return nil
 }
 
-// start starts one server per port; on failure it has shut down those it
-// started.
+// start starts one server per port, shut down when the test ends; on
+// failure it has shut down those it started.
 func start(t testing.TB, ports []int, configure func(int, []int) *server.Options) ([]*server.Server, error) {
 	t.Helper()
 	var servers []*server.Server
@@ -51,13 +51,15 @@ func start(t testing.TB, ports []int, configure func(int, []int) *server.Options
 			s.Shutdown()
 			s.WaitForShutdown()
 		}
+		servers = nil
 	}
+	// Also when configure or NewServer ends the test half-way.
+	t.Cleanup(stop)
 	for i := range ports {
 		opts := configure(i, ports)
 		opts.NoSigs, opts.NoLog = true, true
 		s, err := server.NewServer(opts)
 		if err != nil {
-			stop()
 			t.Fatalf("server %d: %v", i+1, err)
 		}
 		log := &fatalLog{failed: make(chan struct{})}
@@ -71,7 +73,6 @@ func start(t testing.TB, ports []int, configure func(int, []int) *server.Options
 			return nil, fmt.Errorf("server %d (cluster port %d): %v", i+1, ports[i], err)
 		}
 	}
-	t.Cleanup(stop)
 	return servers, nil
 }
 
