@@ -106,9 +106,6 @@ type Migrator struct {
 	// contested are public keys that several users hold or claim (see
 	// Precheck); set by Run before the copy.
 	contested map[string]bool
-	// pwScan is the pre-check's scan for the password scrub, which the
-	// next ScrubPasswords uses instead of scanning again.
-	pwScan *passwordScan
 	// capturing is set while Run's change capture is installed (SQLite's
 	// batches then remove what the trigger recorded of their own writes).
 	capturing bool

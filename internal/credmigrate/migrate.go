@@ -144,7 +144,7 @@ func (m *Migrator) Run(ctx context.Context) (*Report, error) {
 	// rehashed before the copy, while the users rows are still small to
 	// scan (after it they carry the credentials).
 	if err := m.timed(r, "scrub_passwords", func() (err error) {
-		r.Passwords, err = m.ScrubPasswords(ctx)
+		r.Passwords, err = m.scrubPasswords(ctx, p.passwords)
 		return err
 	}); err != nil {
 		return r, err

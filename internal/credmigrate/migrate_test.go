@@ -99,6 +99,9 @@ func TestAdoptAndMigrate(t *testing.T) {
 		if rawUsers != 0 || r.Precheck.RawSeedsUsers == 0 || r.Seeds.UserRows != r.Precheck.RawSeedsUsers {
 			t.Errorf("%d raw seeds left in users.nats_seed_hash; scrubbed %d, the pre-check counted %d", rawUsers, r.Seeds.UserRows, r.Precheck.RawSeedsUsers)
 		}
+		if r.Precheck.PlaintextPasswords != int64(e.res.PlaintextPasswords) || e.res.PlaintextPasswords == 0 {
+			t.Errorf("pre-check: %d plaintext passwords, the generator wrote %d", r.Precheck.PlaintextPasswords, e.res.PlaintextPasswords)
+		}
 		if r.Passwords.Rehashed != int64(e.res.PlaintextPasswords) {
 			t.Errorf("passwords rehashed = %d, want %d", r.Passwords.Rehashed, e.res.PlaintextPasswords)
 		}

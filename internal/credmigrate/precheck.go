@@ -39,6 +39,9 @@ type Precheck struct {
 
 	// Samples name up to 20 ids per finding (never a secret).
 	Samples map[string][]int64 `json:"samples,omitempty"`
+	// passwords is the password scrub's scan of users, made beside the
+	// range scans; the scrub of the run that made it starts from it.
+	passwords *passwordScan
 }
 
 func (p *Precheck) sample(kind string, id int64) {
@@ -53,7 +56,6 @@ func (p *Precheck) sample(kind string, id int64) {
 // Precheck scans the legacy table and users without writing.
 func (m *Migrator) Precheck(ctx context.Context) (*Precheck, error) {
 	p, _, err := m.precheck(ctx, false)
-	m.pwScan = nil // for Run's scrub, which follows its pre-check at once
 	return p, err
 }
 
@@ -98,7 +100,7 @@ func (m *Migrator) precheck(ctx context.Context, plan bool) (*Precheck, *copyPla
 		return nil, nil, err
 	}
 	p.RawSeedsUsers, p.PlaintextPasswords = counts.rawSeedsUsers, counts.plaintext
-	m.pwScan = counts.passwords
+	p.passwords = counts.passwords
 	p.SessionCredentialRefs, p.DanglingSessionRefs = counts.sessionRefs, counts.danglingRefs
 	return p, cp, nil
 }
@@ -117,10 +119,10 @@ func (m *Migrator) precheckCounts(ctx context.Context, c *precheckCounts) (err e
 	if c.rawSeedsUsers, err = m.countRawSeedsUsers(ctx); err != nil {
 		return err
 	}
-	if c.plaintext, err = m.countPlaintext(ctx); err != nil {
+	if c.passwords, err = m.scanPasswords(ctx); err != nil {
 		return err
 	}
-	if c.passwords, err = m.scanPasswords(ctx); err != nil {
+	if c.plaintext, err = m.countPlaintext(ctx, c.passwords.first); err != nil {
 		return err
 	}
 	if ok, err := hasColumn(ctx, m.db, m.dialect, SessionsTable, SessionCredColumn); err != nil {
@@ -265,8 +267,14 @@ func (m *Migrator) countRawSeedsUsers(ctx context.Context) (int64, error) {
 	return n, internal(rows.Err(), "pre-check: reading users.nats_seed_hash")
 }
 
-func (m *Migrator) countPlaintext(ctx context.Context) (int64, error) {
-	rows, err := m.db.QueryContext(ctx, "SELECT hashed_password FROM users WHERE hashed_password IS NOT NULL AND NOT "+m.knownHash("hashed_password"))
+// countPlaintext counts the plaintext passwords of users from id first on
+// (the first password the database does not recognise, scanPasswords;
+// none: nothing to read).
+func (m *Migrator) countPlaintext(ctx context.Context, first sql.NullInt64) (int64, error) {
+	if !first.Valid {
+		return 0, nil
+	}
+	rows, err := m.db.QueryContext(ctx, m.q("SELECT hashed_password FROM users WHERE id >= ? AND hashed_password IS NOT NULL AND NOT "+m.knownHash("hashed_password")), first.Int64)
 	if err != nil {
 		return 0, internal(err, "pre-check: reading passwords")
 	}

@@ -178,13 +178,16 @@ type PasswordScrub struct {
 // old value. Hashing is slow by design, so it runs outside transactions on
 // every core; only the writes are batched.
 func (m *Migrator) ScrubPasswords(ctx context.Context) (*PasswordScrub, error) {
+	return m.scrubPasswords(ctx, nil)
+}
+
+// scrubPasswords is ScrubPasswords, starting from scan when it is set (a
+// run's pre-check made it).
+func (m *Migrator) scrubPasswords(ctx context.Context, scan *passwordScan) (*PasswordScrub, error) {
 	s := &PasswordScrub{}
 	// Hashes the database can recognise (knownHash) are only counted;
 	// every other stored password is read and examined in Go, from the
-	// first one the same scan finds (none: no second scan). Run's pre-check
-	// has made that scan.
-	scan := m.pwScan
-	m.pwScan = nil
+	// first one the same scan finds (none: no second scan).
 	if scan == nil {
 		var err error
 		if scan, err = m.scanPasswords(ctx); err != nil {
