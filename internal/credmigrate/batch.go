@@ -93,7 +93,7 @@ const legacySelect = "SELECT id, user_id, jwt, seed_hash, public_key, account_id
 // SQLiteTimeFormat would look copyable as stored (nullTime.canon); an
 // expression has no declared type, so its text reaches nullTime as it is
 // stored (and is parsed once, not by the driver and again here).
-const legacySelectSQLite = "SELECT id, user_id, jwt, seed_hash, public_key, account_id, account_public_key, +expires_at, +expired_at FROM " + LegacyTable
+var legacySelectSQLite = strings.Replace(legacySelect, " expires_at, expired_at FROM", " +expires_at, +expired_at FROM", 1)
 
 const userCredSelect = "SELECT id, nats_jwt, nats_seed_hash, nats_public_key, nats_account_id, nats_account_public_key, nats_expires_at, nats_expired_at FROM users"
 
@@ -164,14 +164,14 @@ func (m *Migrator) legacyRowsOf(ctx context.Context, q queryer, ids []int64) (ma
 }
 
 func (m *Migrator) legacyRowsWhere(ctx context.Context, q queryer, where string, args ...any) (map[int64][]*legacyRow, error) {
-	query := legacySelectSQLite + " WHERE " + where
+	sel := legacySelectSQLite
 	pg := m.dialect == Postgres
 	if pg {
-		query = legacySelect + " WHERE " + where
 		// xmin identifies the row version read: the database copies a
 		// winning row only if it is still that version (see copyDirect).
-		query = strings.Replace(query, "expired_at FROM", "expired_at, xmin::text FROM", 1)
+		sel = strings.Replace(legacySelect, "expired_at FROM", "expired_at, xmin::text FROM", 1)
 	}
+	query := sel + " WHERE " + where
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err

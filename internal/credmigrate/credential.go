@@ -100,12 +100,12 @@ func seedHash(seed string) string {
 }
 
 // digest256 is an order-independent digest of a set of users: the sum,
-// modulo 2^256, of each user's BLAKE2b-256 (over the canonical encoding of
-// its id and seven fields; BLAKE2b, not SHA-256, because it hashes a
-// credential's kilobyte 3.6 times as fast on CPUs without SHA instructions,
-// and the pre-check hashes every legacy credential). Being a sum, it composes: a batch's digest adds to the
-// pass's, and a batch verified again (catch-up) replaces its part exactly;
-// the same set gives the same digest however it was batched.
+// modulo 2^256, of each user's BLAKE2b-256 over the canonical encoding of
+// its id and seven fields (BLAKE2b, not SHA-256: it hashes a credential 3.6
+// times as fast on CPUs without SHA instructions, and the pre-check hashes
+// every legacy credential). Being a sum, it composes: a batch's digest adds
+// to the pass's, and a batch verified again (catch-up) replaces its part
+// exactly; the same set gives the same digest however it was batched.
 type digest256 [4]uint64
 
 func (d *digest256) add(o digest256) {

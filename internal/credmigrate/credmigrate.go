@@ -241,6 +241,16 @@ func (m *Migrator) tryTx(ctx context.Context, opts *sql.TxOptions, commit bool, 
 // (checkpointAtSliceEnd).
 const sqlitePragmas = "PRAGMA cache_size = -131072; PRAGMA mmap_size = 2147418112; PRAGMA wal_autocheckpoint = 1000"
 
+// setSQLitePragmas sets sqlitePragmas in tx, which it rolls back if that
+// fails.
+func setSQLitePragmas(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, sqlitePragmas); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return nil
+}
+
 // beginTx begins a transaction; on PostgreSQL with the migration's lock
 // and statement timeouts and its shared work lock, on SQLite with
 // sqlitePragmas.
@@ -250,8 +260,7 @@ func (m *Migrator) beginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, e
 		return nil, err
 	}
 	if m.dialect == SQLite {
-		if _, err := tx.ExecContext(ctx, sqlitePragmas); err != nil {
-			tx.Rollback()
+		if err := setSQLitePragmas(ctx, tx); err != nil {
 			return nil, err
 		}
 	}

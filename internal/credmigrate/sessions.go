@@ -383,18 +383,10 @@ func (m *Migrator) sqliteNoFK(ctx context.Context, commit bool, fn func(tx *sql.
 			// The rebuild's copy and index builds: with SQLite's default
 			// 2 MB cache the copy spills pages before its commit and each
 			// index is sorted through temporary files.
-			if _, err := tx.ExecContext(ctx, sqlitePragmas); err != nil {
-				tx.Rollback()
+			if err := setSQLitePragmas(ctx, tx); err != nil {
 				return err
 			}
-			if err := fn(tx); err != nil {
-				tx.Rollback()
-				return err
-			}
-			if !commit {
-				return tx.Rollback()
-			}
-			return tx.Commit()
+			return endTx(tx, commit, fn)
 		}()
 		if err == nil || !retryable(err) || attempt >= m.opts.Retries {
 			return err
