@@ -76,7 +76,8 @@ func benchOnce(b *testing.B, dialect string, n, batch int) {
 	// file, so the toolkit must not run on the uncompacted original): the
 	// single statement runs before and after the toolkit, and the toolkit is
 	// compared with their mean, which cancels a drift of the machine's speed
-	// over the run (consecutive single statements here took 35–63 s).
+	// over the run (the same single statement took 29–63 s on one machine in one
+	// afternoon).
 	before, work, after := legacytest.Clone(b, legacy), legacytest.Clone(b, legacy), legacytest.Clone(b, legacy)
 	b.Logf("generated, adopted and copied %d users in %v", n, time.Since(genStart).Round(time.Second))
 
