@@ -1,8 +1,10 @@
 package credmigrate
 
 import (
+	"cmp"
 	"database/sql"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -95,3 +97,35 @@ func TestPairsJSON(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// sortKeyUses sorts as one sort would, on both its paths (one sort below
+// 1<<14 keys, two halves merged above), with duplicate hashes of several
+// users among the keys.
+func TestSortKeyUses(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{0, 1, 100, 1<<14 - 1, 1 << 14, 100001} {
+		uses := make([]keyUse, n)
+		for i := range uses {
+			uses[i] = keyUse{hash: r.Uint64N(uint64(n/3 + 1)), uid: r.Int64N(1000)}
+		}
+		want := slices.Clone(uses)
+		slices.SortFunc(want, func(a, b keyUse) int { return cmp.Or(cmp.Compare(a.hash, b.hash), cmp.Compare(a.uid, b.uid)) })
+		if got := sortKeyUses(uses); !slices.Equal(got, want) {
+			t.Fatalf("%d keys: sorted differently", n)
+		}
+	}
+}
+
+// A digest term is HighwayHash-256 under the fixed digestKey: the same
+// credential gives the same term in every run (verify-nats-credentials
+// compares with a run's report), pinned here.
+func TestDigestTermIsStable(t *testing.T) {
+	c := cred{JWT: sql.NullString{String: "eyJ0eXAiOiJKV1QifQ.e30.sig", Valid: true}, PublicKey: sql.NullString{String: "UABC", Valid: true},
+		ExpiresAt: nullTime{Time: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC), Valid: true}}
+	if got := c.digest(42).String(); got != pinnedTerm {
+		t.Fatalf("digest term %s, want %s", got, pinnedTerm)
+	}
+}
+
+// pinnedTerm is the term above, as this version computes it.
+const pinnedTerm = "7db91ebe003a384094ad01c20ae22cab6ccb54accdab000c6bc7c79f684ea3c6"

@@ -146,7 +146,7 @@ func (m *Migrator) precheckCounts(ctx context.Context, c *precheckCounts) (err e
 // hash is shared with another user id are then read again and compared
 // exactly (hashes only narrow the search).
 func (m *Migrator) contestedKeys(ctx context.Context, uses []keyUse) (map[string]bool, error) {
-	slices.SortFunc(uses, func(a, b keyUse) int { return cmp.Or(cmp.Compare(a.hash, b.hash), cmp.Compare(a.uid, b.uid)) })
+	uses = sortKeyUses(uses)
 	group := func(h uint64) []keyUse {
 		i := sort.Search(len(uses), func(i int) bool { return uses[i].hash >= h })
 		j := i
@@ -157,7 +157,11 @@ func (m *Migrator) contestedKeys(ctx context.Context, uses []keyUse) (map[string
 	}
 	cand := map[int64]bool{}
 	for i := 0; i < len(uses); {
-		g := group(uses[i].hash)
+		j := i + 1
+		for j < len(uses) && uses[j].hash == uses[i].hash {
+			j++
+		}
+		g := uses[i:j]
 		if g[0].uid != g[len(g)-1].uid {
 			for _, u := range g {
 				cand[u.uid] = true
@@ -246,6 +250,31 @@ func (m *Migrator) contestedKeys(ctx context.Context, uses []keyUse) (map[string
 		}
 	}
 	return out, nil
+}
+
+// sortKeyUses sorts uses by hash, then user id, its two halves on two
+// cores and then merged (a million legacy rows' keys: the pre-check's
+// tail, which nothing else runs beside).
+func sortKeyUses(uses []keyUse) []keyUse {
+	less := func(a, b keyUse) int { return cmp.Or(cmp.Compare(a.hash, b.hash), cmp.Compare(a.uid, b.uid)) }
+	if len(uses) < 1<<14 || runtime.GOMAXPROCS(0) < 2 {
+		slices.SortFunc(uses, less)
+		return uses
+	}
+	a, b := uses[:len(uses)/2], uses[len(uses)/2:]
+	var wg sync.WaitGroup
+	wg.Go(func() { slices.SortFunc(a, less) })
+	slices.SortFunc(b, less)
+	wg.Wait()
+	out := make([]keyUse, 0, len(uses))
+	for len(a) > 0 && len(b) > 0 {
+		if less(b[0], a[0]) < 0 {
+			out, b = append(out, b[0]), b[1:]
+		} else {
+			out, a = append(out, a[0]), a[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
 
 func (m *Migrator) countRawSeedsUsers(ctx context.Context) (int64, error) {
@@ -404,11 +433,18 @@ func (m *Migrator) precheckRows(ctx context.Context, plan bool) (*Precheck, *cop
 		return nil, nil, err
 	}
 	p := &Precheck{}
+	var users, seeds, keys int
 	for i, part := range parts {
 		if errs[i] != nil {
 			return nil, nil, internal(errs[i], "pre-check: reading legacy rows")
 		}
 		p.merge(part)
+		users, seeds, keys = users+len(plans[i].users), seeds+len(plans[i].seeds), keys+len(plans[i].keys)
+	}
+	// Sized once: a million users' plan is 64 MB, which growing by
+	// appending would copy about twice over.
+	cp.users, cp.seeds, cp.keys = make([]plannedUser, 0, users), make([]seedRow, 0, seeds), make([]keyUse, 0, keys)
+	for i := range plans {
 		cp.append(plans[i])
 		plans[i] = nil
 	}
