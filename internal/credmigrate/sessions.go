@@ -191,10 +191,10 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 	}
 	// On SQLite the removal rebuilds the table under the write lock, which
 	// every application write then waits for: what can be done before it is.
-	// The backup is copied in short transactions and its digest taken, and
-	// the foreign-key violations already there are counted, outside the
-	// lock; inside it the backup is checked against the table (and redone
-	// there if a session changed meanwhile).
+	// The backup is copied in short transactions and verified, and the
+	// foreign-key violations already there are counted, outside the lock;
+	// inside it the session change log tells whether the backup still
+	// matches the table (else it is redone there).
 	fkTables, err := fkTablesOf(ctx, m.db, SessionsTable)
 	if err != nil {
 		return nil, internal(err, "reading foreign keys")
@@ -284,25 +284,92 @@ func (m *Migrator) sqliteRemoveColumn(ctx context.Context, tx *sql.Tx, meta *ses
 	return nil
 }
 
-// stagedBackup is the session backup copied before the removal's
-// transaction (SQLite): its row count and digest.
+// stagedBackup is the session backup copied and verified before the
+// removal's transaction (SQLite): its row count and digest, and the count of
+// the session change log when the copy began.
 type stagedBackup struct {
-	n      int64
-	digest string
+	n       int64
+	digest  string
+	changes int64
 }
 
-// stageSessionBackup copies (id, credential_id) into the backup table in
-// batches of BatchSize×10 sessions, each its own short transaction, and
-// digests the copy. A dry run stages nothing (nil).
+// The session change log (SQLite): while the backup is staged and until the
+// removal's transaction, triggers on nats_auth_sessions count every insert,
+// update or delete that can change its (id, credential_id) pairs in
+// sessionLogTable. The removal's transaction then knows from one row whether
+// the staged backup, verified outside the write lock, still matches the
+// table. The triggers and the table go in that transaction; a killed run
+// leaves them (they count and do nothing else) for the next run to reuse
+// and remove.
+const (
+	sessionLogTable   = "mulchat_credmigrate_session_log"
+	sessionLogTrigger = "mulchat_credmigrate_session_log"
+)
+
+// startSessionLog creates the change log (idempotent) and returns its count.
+func startSessionLog(ctx context.Context, tx *sql.Tx) (int64, error) {
+	bump := " BEGIN UPDATE " + sessionLogTable + " SET n = n + 1; END"
+	for _, stmt := range []string{
+		"CREATE TABLE IF NOT EXISTS " + sessionLogTable + " (n INTEGER NOT NULL)",
+		"INSERT INTO " + sessionLogTable + " (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM " + sessionLogTable + ")",
+		"CREATE TRIGGER IF NOT EXISTS " + sessionLogTrigger + "_ins AFTER INSERT ON " + SessionsTable + " WHEN NEW." + SessionCredColumn + " IS NOT NULL" + bump,
+		"CREATE TRIGGER IF NOT EXISTS " + sessionLogTrigger + "_upd AFTER UPDATE ON " + SessionsTable +
+			" WHEN OLD.id IS NOT NEW.id OR OLD." + SessionCredColumn + " IS NOT NEW." + SessionCredColumn + bump,
+		"CREATE TRIGGER IF NOT EXISTS " + sessionLogTrigger + "_del AFTER DELETE ON " + SessionsTable + " WHEN OLD." + SessionCredColumn + " IS NOT NULL" + bump,
+	} {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return 0, err
+		}
+	}
+	var n int64
+	err := tx.QueryRowContext(ctx, "SELECT n FROM "+sessionLogTable).Scan(&n)
+	return n, err
+}
+
+// endSessionLog removes the change log's triggers and table, returning its
+// count (-1 if there was none). The triggers go first: without the table
+// they would make every session write fail.
+func endSessionLog(ctx context.Context, tx *sql.Tx) (int64, error) {
+	ok, err := tableExists(ctx, tx, SQLite, sessionLogTable)
+	if err != nil || !ok {
+		return -1, err
+	}
+	n := int64(-1)
+	if err := tx.QueryRowContext(ctx, "SELECT n FROM "+sessionLogTable).Scan(&n); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, err
+	}
+	for _, stmt := range []string{
+		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_ins",
+		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_upd",
+		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_del",
+		"DROP TABLE " + sessionLogTable,
+	} {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// stageSessionBackup starts the session change log, copies (id,
+// credential_id) into the backup table in batches of BatchSize×10 sessions,
+// each its own short transaction, and verifies the copy: the digests of the
+// table's pairs and of the backup's, read beside each other, must be equal.
+// It returns nil when they differ (a session changed meanwhile: the removal
+// backs up again under its lock) and for a dry run, which stages nothing.
 func (m *Migrator) stageSessionBackup(ctx context.Context) (*stagedBackup, error) {
 	if m.opts.DryRun {
 		return nil, nil
 	}
-	if err := m.inTx(ctx, true, func(tx *sql.Tx) error {
+	st := &stagedBackup{}
+	if err := m.inTx(ctx, true, func(tx *sql.Tx) (err error) {
 		if err := m.ensureMetaTables(ctx, tx); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, "DELETE FROM "+sessionBackupTable)
+		if st.changes, err = startSessionLog(ctx, tx); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, "DELETE FROM "+sessionBackupTable)
 		return err
 	}); err != nil {
 		return nil, err
@@ -324,35 +391,45 @@ func (m *Migrator) stageSessionBackup(ctx context.Context) (*stagedBackup, error
 			return nil, err
 		}
 	}
-	st := &stagedBackup{}
+	var src string
+	var srcN int64
+	srcDone := make(chan error, 1)
+	go func() {
+		srcDone <- m.inReadTx(ctx, func(tx *sql.Tx) (err error) {
+			src, srcN, err = pairDigest(ctx, tx, sourcePairs)
+			return err
+		})
+	}()
 	err := m.inReadTx(ctx, func(tx *sql.Tx) (err error) {
 		st.digest, st.n, err = pairDigest(ctx, tx, backupPairs)
 		return err
 	})
-	return st, err
+	if srcErr := <-srcDone; err == nil {
+		err = srcErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if src != st.digest || srcN != st.n {
+		return nil, nil
+	}
+	return st, nil
 }
 
-// checkStagedBackup verifies, in the removal's transaction, that the staged
-// backup holds exactly the table's (id, credential_id) pairs: as many, each
-// in the table. If not (a session changed since, or nothing was staged), it
-// backs the pairs up again in tx (backupSessionPairs).
+// checkStagedBackup, in the removal's transaction, ends the session change
+// log and keeps the staged backup if no session changed since its copy
+// began; else (or if nothing was staged) it backs the pairs up again in tx
+// (backupSessionPairs).
 func (m *Migrator) checkStagedBackup(ctx context.Context, tx *sql.Tx, st *stagedBackup, r *SessionColumn) error {
+	changes, err := endSessionLog(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if st != nil && changes == st.changes {
+		r.BackedUp, r.Digest = st.n, st.digest
+		return nil
+	}
 	if st != nil {
-		var src int64
-		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+SessionsTable+" WHERE credential_id IS NOT NULL").Scan(&src); err != nil {
-			return err
-		}
-		ok := src == st.n
-		if ok {
-			var err error
-			if ok, err = m.backupMatches(ctx, tx, src); err != nil {
-				return err
-			}
-		}
-		if ok {
-			r.BackedUp, r.Digest = st.n, st.digest
-			return nil
-		}
 		m.log.Info("credential migration: sessions changed since their backup was staged; backing them up again")
 	}
 	return m.backupSessionPairs(ctx, tx, r)
@@ -416,8 +493,29 @@ WHERE m.type = 'table' AND lower(f."table") = lower(?) AND m.name <> ? ORDER BY 
 	return out, rows.Err()
 }
 
-// fkViolations counts PRAGMA foreign_key_check's rows for tables.
+// fkViolations counts PRAGMA foreign_key_check's rows for tables, leaving
+// out those of nats_auth_sessions' foreign keys on the credential column
+// when the column is still there: the removal takes them away with it, so
+// they must not make up for violations it would bring (a count before the
+// removal is compared with one after it).
 func fkViolations(ctx context.Context, q queryer, tables []string) (int64, error) {
+	skip := map[int64]bool{}
+	rows, err := q.QueryContext(ctx, `SELECT id FROM pragma_foreign_key_list(?) WHERE "from" = ?`, SessionsTable, SessionCredColumn)
+	if err != nil {
+		return 0, err
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		skip[id] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
 	var n int64
 	for _, t := range tables {
 		rows, err := q.QueryContext(ctx, "PRAGMA foreign_key_check("+quoteIdent(t)+")")
@@ -425,7 +523,16 @@ func fkViolations(ctx context.Context, q queryer, tables []string) (int64, error
 			return 0, err
 		}
 		for rows.Next() {
-			n++
+			var table, parent string
+			var rowid sql.NullInt64
+			var fkid int64
+			if err := rows.Scan(&table, &rowid, &parent, &fkid); err != nil {
+				rows.Close()
+				return 0, err
+			}
+			if !(strings.EqualFold(table, SessionsTable) && skip[fkid]) {
+				n++
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {

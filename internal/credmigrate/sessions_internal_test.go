@@ -3,6 +3,7 @@ package credmigrate
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"testing"
 
 	"github.com/mulchat/mulchat/internal/legacygen"
@@ -55,5 +56,93 @@ func TestStagedSessionBackupGoesStale(t *testing.T) {
 	var got int64
 	if err := db.SQL.QueryRowContext(ctx, "SELECT credential_id FROM "+sessionBackupTable+" WHERE session_id = ?", sid).Scan(&got); err != nil || got != cid {
 		t.Fatalf("the new pair in the backup: %d, %v", got, err)
+	}
+}
+
+// The foreign-key violations counted before the removal leave out those of
+// nats_auth_sessions.credential_id, which the removal takes away: counted,
+// they would hide as many violations the rebuild brought (the removal
+// fails when the count after exceeds the count before).
+func TestFKViolationsLeaveOutTheCredentialColumn(t *testing.T) {
+	ctx := context.Background()
+	db := legacytest.SQLite(t)
+	if _, err := legacygen.Generate(ctx, db.SQL, db.Dialect, legacygen.Options{Users: 30, Seed: 37}); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := fkTablesOf(ctx, db.SQL, SessionsTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func() int64 {
+		n, err := fkViolations(ctx, db.SQL, tables)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	base := count()
+	// Three sessions of a credential that is gone, two of a user who is.
+	for range 3 {
+		if _, err := db.SQL.ExecContext(ctx, "INSERT INTO nats_auth_sessions (user_id, credential_id) VALUES ((SELECT min(id) FROM users), 987654321)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := count(); got != base {
+		t.Fatalf("sessions of a missing credential counted: %d violations, %d before", got, base)
+	}
+	for range 2 {
+		if _, err := db.SQL.ExecContext(ctx, "INSERT INTO nats_auth_sessions (user_id, credential_id) VALUES (987654321, NULL)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := count(); got != base+2 {
+		t.Fatalf("sessions of a missing user: %d violations, want %d", got, base+2)
+	}
+}
+
+// The change log of a staged backup counts the session writes that can
+// change (id, credential_id) pairs, and no other; ending it removes its
+// triggers before its table, so session writes go on working.
+func TestSessionLogCounts(t *testing.T) {
+	ctx := context.Background()
+	db := legacytest.SQLite(t)
+	if _, err := legacygen.Generate(ctx, db.SQL, db.Dialect, legacygen.Options{Users: 30, Seed: 41}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(db.SQL, SQLite, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var start int64
+	if err := m.inTx(ctx, true, func(tx *sql.Tx) (err error) { start, err = startSessionLog(ctx, tx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var sid, cid int64
+	if err := db.SQL.QueryRowContext(ctx, "SELECT s.id, c.id FROM nats_auth_sessions s, nats_user_credentials c WHERE s.credential_id IS NULL LIMIT 1").Scan(&sid, &cid); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"UPDATE nats_auth_sessions SET active = NOT active",                                     // no pair changes
+		"INSERT INTO nats_auth_sessions (user_id) VALUES (1)",                                   // no pair
+		fmt.Sprintf("UPDATE nats_auth_sessions SET credential_id = %d WHERE id = %d", cid, sid), // +1
+		fmt.Sprintf("DELETE FROM nats_auth_sessions WHERE id = %d", sid),                        // +1
+		"INSERT INTO nats_auth_sessions (user_id, credential_id) VALUES (1, 5)",                 // +1
+	} {
+		if _, err := db.SQL.ExecContext(ctx, q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	var end int64
+	if err := m.inTx(ctx, true, func(tx *sql.Tx) (err error) { end, err = endSessionLog(ctx, tx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if end-start != 3 {
+		t.Fatalf("the log counted %d changes, want 3", end-start)
+	}
+	if _, err := db.SQL.ExecContext(ctx, "INSERT INTO nats_auth_sessions (user_id, credential_id) VALUES (1, 6)"); err != nil {
+		t.Fatalf("a session write after the log ended: %v", err)
+	}
+	if ok, err := tableExists(ctx, db.SQL, SQLite, sessionLogTable); err != nil || ok {
+		t.Fatalf("the log's table is still there: %v %v", ok, err)
 	}
 }
