@@ -111,8 +111,10 @@ type Migrator struct {
 	capturing bool
 	// lockHeld is how long SQLite's write lock has been held since the
 	// last gap (leaveGap), lockSlice how long it may be (sqliteLockSlice;
-	// tests set it).
+	// tests set it); checkpointDeferred, that the last batch's commit left
+	// its checkpoint to a later one (checkpointAtSliceEnd).
 	lockHeld, lockSlice time.Duration
+	checkpointDeferred  bool
 }
 
 // New returns a Migrator for db in dialect.
@@ -236,7 +238,7 @@ func (m *Migrator) tryTx(ctx context.Context, opts *sql.TxOptions, commit bool, 
 // SQLite's build allows): the copy ran about 8 % faster at 200 000 users
 // (BENCHMARKS.md, session 5). They also set SQLite's default automatic
 // checkpoint, which a copy batch may have turned off on the connection
-// (deferCheckpoint).
+// (checkpointAtSliceEnd).
 const sqlitePragmas = "PRAGMA cache_size = -131072; PRAGMA mmap_size = 2147418112; PRAGMA wal_autocheckpoint = 1000"
 
 // setSQLitePragmas sets sqlitePragmas in tx, which it rolls back if that

@@ -166,9 +166,9 @@ func TestAdoptAndMigrate(t *testing.T) {
 	})
 }
 
-// TestSQLiteCopyCheckpointsLazily: on SQLite the copy's commits leave the
-// WAL to be checkpointed in the lock gap that ends a slice or at the pass's
-// end (leaveGap, deferCheckpoint), so here, where the whole
+// TestSQLiteCopyCheckpointsLazily: on SQLite the copy's commits within a
+// lock slice leave the WAL to be checkpointed by the slice's last commit
+// or at the pass's end (checkpointAtSliceEnd), so here, where the whole
 // copy is one slice (an hour long), the WAL grows batch after batch;
 // checkpointed at every commit (each batch here writes more than the
 // automatic checkpoint's 1000 pages), it would be reused from its start

@@ -386,7 +386,7 @@ func (m *Migrator) stageSessionBackup(ctx context.Context) (*stagedBackup, error
 				SessionsTable+" WHERE credential_id IS NOT NULL AND id > ? AND id <= ?", lo, lo+step)
 			return err
 		})
-		m.leaveGap(ctx, start)
+		m.leaveGap(start)
 		if err != nil {
 			return nil, err
 		}
