@@ -223,6 +223,48 @@ func (m *Migrator) userCreds(ctx context.Context, q queryer, lo, hi int64, forUp
 	return scanUserCreds(rows, err)
 }
 
+// rangeUserCreds is userCreds for the pre-check (no lock): a user whose
+// users.nats_* are all NULL, as every user of a legacy database is before
+// its migration, is read as its id alone and maps to one shared empty cred,
+// which nothing writes; the others are read whole.
+func (m *Migrator) rangeUserCreds(ctx context.Context, q queryer, lo, hi int64) (map[int64]*cred, error) {
+	empty := m.emptyUser("users")
+	rows, err := q.QueryContext(ctx, m.q("SELECT id, CASE WHEN "+empty+" THEN 1 ELSE 0 END FROM users WHERE id > ? AND id <= ?"), lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]*cred{}
+	others := false
+	for rows.Next() {
+		var id, isEmpty int64
+		if err := rows.Scan(&id, &isEmpty); err != nil {
+			return nil, err
+		}
+		if isEmpty == 1 {
+			out[id] = &noCred
+		} else {
+			others = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	if !others {
+		return out, nil
+	}
+	full, err := scanUserCreds(q.QueryContext(ctx, m.q(userCredSelect+" WHERE id > ? AND id <= ? AND NOT ("+empty+")"), lo, hi))
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(out, full)
+	return out, nil
+}
+
+// noCred is the empty users.nats_* rangeUserCreds shares; never written.
+var noCred cred
+
 // scanUserCreds reads the rows of a userCredSelect query by user id.
 func scanUserCreds(rows *sql.Rows, err error) (map[int64]*cred, error) {
 	if err != nil {

@@ -507,7 +507,7 @@ func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (
 	var users map[int64]*cred
 	var legacy map[int64][]*legacyRow
 	err := m.inReadTx(ctx, func(tx *sql.Tx) (err error) {
-		if users, err = m.userCreds(ctx, tx, lo, hi, false); err != nil {
+		if users, err = m.rangeUserCreds(ctx, tx, lo, hi); err != nil {
 			return err
 		}
 		legacy, err = m.rangeLegacyRows(ctx, tx, users, lo, hi, plan)
