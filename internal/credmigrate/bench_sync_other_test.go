@@ -1,0 +1,6 @@
+//go:build !unix
+
+package credmigrate_test
+
+// flushDirtyPages: see the unix version; elsewhere it does nothing.
+func flushDirtyPages() {}
