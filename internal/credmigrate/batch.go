@@ -223,11 +223,17 @@ func (m *Migrator) userCreds(ctx context.Context, q queryer, lo, hi int64, forUp
 	return scanUserCreds(rows, err)
 }
 
-// rangeUserCreds is userCreds for the pre-check (no lock): a user whose
-// users.nats_* are all NULL, as every user of a legacy database is before
-// its migration, is read as its id alone and maps to one shared empty cred,
+// rangeUserCreds is userCreds for the pre-check (no lock). On SQLite, in
+// the caller's read transaction (one snapshot), a user whose users.nats_*
+// are all NULL, as every user of a legacy database is before its
+// migration, is read as its id alone and maps to one shared empty cred,
 // which nothing writes; the others are read whole.
 func (m *Migrator) rangeUserCreds(ctx context.Context, q queryer, lo, hi int64) (map[int64]*cred, error) {
+	if m.dialect == Postgres {
+		// Its two reads would see two snapshots (READ COMMITTED), and
+		// PostgreSQL reads NULLs cheaply: one whole read.
+		return m.userCreds(ctx, q, lo, hi, false)
+	}
 	empty := m.emptyUser("users")
 	rows, err := q.QueryContext(ctx, m.q("SELECT id, CASE WHEN "+empty+" THEN 1 ELSE 0 END FROM users WHERE id > ? AND id <= ?"), lo, hi)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"database/sql"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -102,6 +103,7 @@ func TestPairsJSON(t *testing.T) {
 // 1<<14 keys, two halves merged above), with duplicate hashes of several
 // users among the keys.
 func TestSortKeyUses(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2)) // the two-core path on any machine
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, n := range []int{0, 1, 100, 1<<14 - 1, 1 << 14, 100001} {
 		uses := make([]keyUse, n)

@@ -26,8 +26,11 @@ func CompareRangeUsers(ctx context.Context, m *Migrator, lo, hi int64) (n int, e
 	}
 	for id, w := range want {
 		g, ok := got[id]
-		if !ok || !g.equal(w) {
-			return 0, fmt.Errorf("user %d: read %+v, want %+v", id, g, w)
+		if !ok {
+			return 0, fmt.Errorf("user %d: not read", id)
+		}
+		if d := g.diff(w); len(d) > 0 {
+			return 0, fmt.Errorf("user %d: %v differ", id, d)
 		}
 		if !w.empty() {
 			n++

@@ -60,6 +60,10 @@ func (m *Migrator) Rollback(ctx context.Context, opts RollbackOptions) (*Report,
 			return r, err
 		}
 	}
+	if !m.opts.DryRun {
+		// Nor the session change log of a removal that did not finish.
+		m.removeSessionLog(ctx)
+	}
 	info := &RollbackInfo{Source: "users"}
 	if b != nil {
 		info.Source = "backup"

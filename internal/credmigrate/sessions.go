@@ -211,11 +211,12 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 	}()
 	staged, err := m.stageSessionBackup(ctx)
 	fkErr := <-fkDone
-	if err != nil {
-		return nil, internal(err, "backing up nats_auth_sessions.credential_id")
+	if err == nil && fkErr != nil {
+		err = fkErr
 	}
-	if fkErr != nil {
-		return nil, internal(fkErr, "checking foreign keys")
+	if err != nil {
+		m.removeSessionLog(ctx)
+		return nil, internal(err, "backing up nats_auth_sessions.credential_id")
 	}
 	if err := m.sqliteNoFK(ctx, !m.opts.DryRun, func(tx *sql.Tx) error {
 		*r = SessionColumn{}
@@ -245,6 +246,7 @@ func (m *Migrator) DropSessionCredentialColumn(ctx context.Context) (*SessionCol
 		}
 		return nil
 	}); err != nil {
+		m.removeSessionLog(ctx)
 		return nil, internal(err, "dropping nats_auth_sessions.credential_id")
 	}
 	return r, nil
@@ -316,6 +318,10 @@ func startSessionLog(ctx context.Context, tx *sql.Tx) (int64, error) {
 		"CREATE TRIGGER IF NOT EXISTS " + sessionLogTrigger + "_upd AFTER UPDATE ON " + SessionsTable +
 			" WHEN OLD.id IS NOT NEW.id OR OLD." + SessionCredColumn + " IS NOT NEW." + SessionCredColumn + bump,
 		"CREATE TRIGGER IF NOT EXISTS " + sessionLogTrigger + "_del AFTER DELETE ON " + SessionsTable + " WHEN OLD." + SessionCredColumn + " IS NOT NULL" + bump,
+		// INSERT OR REPLACE deletes the row it replaces without firing
+		// DELETE triggers (recursive_triggers is off): counted before.
+		"CREATE TRIGGER IF NOT EXISTS " + sessionLogTrigger + "_rep BEFORE INSERT ON " + SessionsTable + " WHEN EXISTS (SELECT 1 FROM " +
+			SessionsTable + " WHERE id = NEW.id AND " + SessionCredColumn + " IS NOT NULL)" + bump,
 	} {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return 0, err
@@ -326,29 +332,48 @@ func startSessionLog(ctx context.Context, tx *sql.Tx) (int64, error) {
 	return n, err
 }
 
-// endSessionLog removes the change log's triggers and table, returning its
-// count (-1 if there was none). The triggers go first: without the table
-// they would make every session write fail.
+// endSessionLog removes the change log's triggers and table, in tx,
+// returning its count (-1 if there was none). Triggers left without their
+// table would make every session write fail: they go in the same
+// transaction, and even where the table is already gone.
 func endSessionLog(ctx context.Context, tx *sql.Tx) (int64, error) {
 	ok, err := tableExists(ctx, tx, SQLite, sessionLogTable)
-	if err != nil || !ok {
-		return -1, err
-	}
-	n := int64(-1)
-	if err := tx.QueryRowContext(ctx, "SELECT n FROM "+sessionLogTable).Scan(&n); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err != nil {
 		return 0, err
 	}
-	for _, stmt := range []string{
-		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_ins",
-		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_upd",
-		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_del",
-		"DROP TABLE " + sessionLogTable,
-	} {
+	n := int64(-1)
+	if ok {
+		if err := tx.QueryRowContext(ctx, "SELECT n FROM "+sessionLogTable).Scan(&n); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return 0, err
+		}
+	}
+	stmts := []string{}
+	for _, t := range []string{"_ins", "_upd", "_del", "_rep"} {
+		stmts = append(stmts, "DROP TRIGGER IF EXISTS "+sessionLogTrigger+t)
+	}
+	for _, stmt := range append(stmts, "DROP TABLE IF EXISTS "+sessionLogTable) {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return 0, err
 		}
 	}
 	return n, nil
+}
+
+// removeSessionLog removes the session change log after a removal that
+// failed (or before a rollback), so that it does not outlive the step that
+// needed it. One that cannot be removed is left to the next run, which
+// reuses and removes it.
+func (m *Migrator) removeSessionLog(ctx context.Context) {
+	if m.dialect != SQLite {
+		return
+	}
+	err := m.inTx(context.WithoutCancel(ctx), true, func(tx *sql.Tx) error {
+		_, err := endSessionLog(ctx, tx)
+		return err
+	})
+	if err != nil {
+		m.log.Warn("credential migration: could not remove the session change log; the next run removes it", "table", sessionLogTable, "err", err)
+	}
 }
 
 // stageSessionBackup starts the session change log, copies (id,

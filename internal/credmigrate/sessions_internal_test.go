@@ -127,6 +127,8 @@ func TestSessionLogCounts(t *testing.T) {
 		fmt.Sprintf("UPDATE nats_auth_sessions SET credential_id = %d WHERE id = %d", cid, sid), // +1
 		fmt.Sprintf("DELETE FROM nats_auth_sessions WHERE id = %d", sid),                        // +1
 		"INSERT INTO nats_auth_sessions (user_id, credential_id) VALUES (1, 5)",                 // +1
+		"INSERT OR REPLACE INTO nats_auth_sessions (id, user_id, credential_id) " +
+			"SELECT id, user_id, NULL FROM nats_auth_sessions WHERE credential_id IS NOT NULL LIMIT 1", // +1 (no DELETE trigger fires)
 	} {
 		if _, err := db.SQL.ExecContext(ctx, q); err != nil {
 			t.Fatal(q, err)
@@ -136,13 +138,30 @@ func TestSessionLogCounts(t *testing.T) {
 	if err := m.inTx(ctx, true, func(tx *sql.Tx) (err error) { end, err = endSessionLog(ctx, tx); return err }); err != nil {
 		t.Fatal(err)
 	}
-	if end-start != 3 {
-		t.Fatalf("the log counted %d changes, want 3", end-start)
+	if end-start != 4 {
+		t.Fatalf("the log counted %d changes, want 4", end-start)
 	}
 	if _, err := db.SQL.ExecContext(ctx, "INSERT INTO nats_auth_sessions (user_id, credential_id) VALUES (1, 6)"); err != nil {
 		t.Fatalf("a session write after the log ended: %v", err)
 	}
 	if ok, err := tableExists(ctx, db.SQL, SQLite, sessionLogTable); err != nil || ok {
 		t.Fatalf("the log's table is still there: %v %v", ok, err)
+	}
+
+	// Triggers whose table someone removed are removed too (else every
+	// session write fails), by the clean-up a failed removal or a rollback
+	// runs.
+	if err := m.inTx(ctx, true, func(tx *sql.Tx) (err error) { _, err = startSessionLog(ctx, tx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SQL.ExecContext(ctx, "DROP TABLE "+sessionLogTable); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SQL.ExecContext(ctx, "INSERT INTO nats_auth_sessions (user_id, credential_id) VALUES (1, 7)"); err == nil {
+		t.Fatal("a session write with the triggers and no table: want the failure the clean-up prevents")
+	}
+	m.removeSessionLog(ctx)
+	if _, err := db.SQL.ExecContext(ctx, "INSERT INTO nats_auth_sessions (user_id, credential_id) VALUES (1, 7)"); err != nil {
+		t.Fatalf("a session write after the clean-up: %v", err)
 	}
 }
