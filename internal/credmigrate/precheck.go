@@ -147,21 +147,24 @@ func (m *Migrator) precheckCounts(ctx context.Context, c *precheckCounts) (err e
 // exactly (hashes only narrow the search).
 func (m *Migrator) contestedKeys(ctx context.Context, uses []keyUse) (map[string]bool, error) {
 	uses = sortKeyUses(uses)
-	group := func(h uint64) []keyUse {
-		i := sort.Search(len(uses), func(i int) bool { return uses[i].hash >= h })
+	// groupAt is the run of keys with the hash of uses[i], from i on.
+	groupAt := func(i int) []keyUse {
 		j := i
-		for j < len(uses) && uses[j].hash == h {
+		for j < len(uses) && uses[j].hash == uses[i].hash {
 			j++
 		}
 		return uses[i:j]
 	}
+	group := func(h uint64) []keyUse {
+		i := sort.Search(len(uses), func(i int) bool { return uses[i].hash >= h })
+		if i == len(uses) || uses[i].hash != h {
+			return nil
+		}
+		return groupAt(i)
+	}
 	cand := map[int64]bool{}
 	for i := 0; i < len(uses); {
-		j := i + 1
-		for j < len(uses) && uses[j].hash == uses[i].hash {
-			j++
-		}
-		g := uses[i:j]
+		g := groupAt(i)
 		if g[0].uid != g[len(g)-1].uid {
 			for _, u := range g {
 				cand[u.uid] = true
@@ -501,9 +504,9 @@ func (m *Migrator) legacyRowsLight(ctx context.Context, q queryer, lo, hi int64)
 // and plans their copy when plan is set.
 func (m *Migrator) precheckRange(ctx context.Context, lo, hi int64, plan bool) (*Precheck, *copyPlan, error) {
 	p := &Precheck{}
-	// One read transaction: the range's users and legacy rows are read in
-	// one snapshot, and on SQLite with sqlitePragmas (the memory map saves
-	// a read call per page).
+	// One read transaction: on SQLite the range's users and legacy rows are
+	// read in one snapshot, with sqlitePragmas (the memory map saves a read
+	// call per page).
 	var users map[int64]*cred
 	var legacy map[int64][]*legacyRow
 	err := m.inReadTx(ctx, func(tx *sql.Tx) (err error) {

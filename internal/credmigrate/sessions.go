@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -300,7 +301,8 @@ type stagedBackup struct {
 // update or delete that can change its (id, credential_id) pairs in
 // sessionLogTable. The removal's transaction then knows from one row whether
 // the staged backup, verified outside the write lock, still matches the
-// table. The triggers and the table go in that transaction; a killed run
+// table. The triggers and the table go in that transaction, or after a
+// removal that failed, or in a rollback (removeSessionLog); a killed run
 // leaves them (they count and do nothing else) for the next run to reuse
 // and remove.
 const (
@@ -347,11 +349,13 @@ func endSessionLog(ctx context.Context, tx *sql.Tx) (int64, error) {
 			return 0, err
 		}
 	}
-	stmts := []string{}
-	for _, t := range []string{"_ins", "_upd", "_del", "_rep"} {
-		stmts = append(stmts, "DROP TRIGGER IF EXISTS "+sessionLogTrigger+t)
-	}
-	for _, stmt := range append(stmts, "DROP TABLE IF EXISTS "+sessionLogTable) {
+	for _, stmt := range []string{
+		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_ins",
+		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_upd",
+		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_del",
+		"DROP TRIGGER IF EXISTS " + sessionLogTrigger + "_rep",
+		"DROP TABLE IF EXISTS " + sessionLogTable,
+	} {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return 0, err
 		}
@@ -524,21 +528,8 @@ WHERE m.type = 'table' AND lower(f."table") = lower(?) AND m.name <> ? ORDER BY 
 // they must not make up for violations it would bring (a count before the
 // removal is compared with one after it).
 func fkViolations(ctx context.Context, q queryer, tables []string) (int64, error) {
-	skip := map[int64]bool{}
-	rows, err := q.QueryContext(ctx, `SELECT id FROM pragma_foreign_key_list(?) WHERE "from" = ?`, SessionsTable, SessionCredColumn)
+	ids, err := queryIDs(ctx, q, `SELECT id FROM pragma_foreign_key_list(?) WHERE "from" = ?`, SessionsTable, SessionCredColumn)
 	if err != nil {
-		return 0, err
-	}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		skip[id] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, err
 	}
 	var n int64
@@ -555,7 +546,7 @@ func fkViolations(ctx context.Context, q queryer, tables []string) (int64, error
 				rows.Close()
 				return 0, err
 			}
-			if !(strings.EqualFold(table, SessionsTable) && skip[fkid]) {
+			if !(strings.EqualFold(table, SessionsTable) && slices.Contains(ids, fkid)) {
 				n++
 			}
 		}
