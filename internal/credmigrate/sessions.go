@@ -371,7 +371,9 @@ func (m *Migrator) removeSessionLog(ctx context.Context) {
 	if m.dialect != SQLite {
 		return
 	}
-	err := m.inTx(context.WithoutCancel(ctx), true, func(tx *sql.Tx) error {
+	// Also after a removal that failed because ctx ended.
+	ctx = context.WithoutCancel(ctx)
+	err := m.inTx(ctx, true, func(tx *sql.Tx) error {
 		_, err := endSessionLog(ctx, tx)
 		return err
 	})
